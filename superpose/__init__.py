@@ -1,3 +1,27 @@
-"""superpose: fast, batched simulation of superposition in toy neural networks."""
+"""superpose: fast, batched simulation of superposition in toy neural networks.
+
+The core loop, in a few lines::
+
+    import superpose
+    data = superpose.SparseFeatures(n_features=5, feature_probability=0.05, seed=0)
+    model = superpose.ToyModel("relu", n_instances=8, n_features=5, n_hidden=2,
+                               importance=[[0.9**i for i in range(5)]], seed=0)
+    result = superpose.train(model, data, steps=5000)
+    superpose.analysis.feature_norms(model.W)   # (instance, n_features)
+"""
+
+from superpose import analysis
+from superpose.data import SparseFeatures
+from superpose.models import ToyModel
+from superpose.train import TrainingDiverged, TrainResult, train
 
 __version__ = "0.1.0"
+
+__all__ = [
+    "SparseFeatures",
+    "ToyModel",
+    "TrainResult",
+    "TrainingDiverged",
+    "analysis",
+    "train",
+]

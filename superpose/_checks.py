@@ -1,0 +1,110 @@
+"""Input validation shared by the public API: clear errors that name the parameter."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+ArrayLike = float | Sequence[float] | Sequence[Sequence[float]] | np.ndarray | torch.Tensor
+
+
+def positive_int(name: str, value: object) -> int:
+    """Return ``value`` as an int, or raise if it is not an integer ≥ 1."""
+    if isinstance(value, bool) or not isinstance(value, int | np.integer):
+        raise TypeError(f"{name} must be a positive integer, got {type(value).__name__} {value!r}")
+    if value < 1:
+        raise ValueError(f"{name} must be a positive integer (>= 1), got {value}")
+    return int(value)
+
+
+def as_float_tensor(name: str, value: ArrayLike) -> torch.Tensor:
+    """Convert a number, sequence, numpy array or tensor to a float32 CPU tensor."""
+    if isinstance(value, torch.Tensor):
+        tensor = value.detach().to("cpu", torch.float32)
+    else:
+        try:
+            tensor = torch.as_tensor(np.asarray(value, dtype=np.float64), dtype=torch.float32)
+        except (TypeError, ValueError) as error:
+            raise TypeError(
+                f"{name} must be a number or an array of numbers, got {value!r}"
+            ) from error
+    if not torch.isfinite(tensor).all():
+        raise ValueError(f"{name} must be finite, got {value!r}")
+    return tensor
+
+
+def per_instance_feature(
+    name: str, value: ArrayLike, n_features: int, *, low: float, high: float | None
+) -> torch.Tensor:
+    """Validate a per-(instance, feature) quantity; return it as ``(instance or 1, feature)``.
+
+    Accepted shapes: scalar (same for all), ``(instance,)`` (one value per instance) or
+    ``(instance, n_features)``. Values must lie in ``[low, high]`` (``high=None``: no bound).
+    """
+    tensor = as_float_tensor(name, value)
+    if tensor.ndim == 0:
+        tensor = tensor.reshape(1, 1).expand(1, n_features)
+    elif tensor.ndim == 1:
+        tensor = tensor[:, None].expand(-1, n_features)
+    elif tensor.ndim != 2 or tensor.shape[1] != n_features:
+        raise ValueError(
+            f"{name} must be a scalar, a per-instance vector (instance,) or an array shaped "
+            f"(instance, n_features={n_features}); got shape {tuple(tensor.shape)}"
+        )
+    if tensor.numel() == 0:
+        raise ValueError(f"{name} must not be empty")
+    upper = "inf" if high is None else high
+    if (tensor < low).any() or (high is not None and (tensor > high).any()):
+        raise ValueError(
+            f"{name} must lie in [{low}, {upper}], got values in "
+            f"[{tensor.min().item():g}, {tensor.max().item():g}]"
+        )
+    return tensor.contiguous()
+
+
+def broadcast_instances(name: str, tensor: torch.Tensor, n_instances: int) -> torch.Tensor:
+    """Expand a ``(1, ...)`` tensor to ``(n_instances, ...)``; check an existing instance axis."""
+    if tensor.shape[0] == n_instances:
+        return tensor
+    if tensor.shape[0] == 1:
+        return tensor.expand(n_instances, *tensor.shape[1:])
+    raise ValueError(
+        f"{name} has {tensor.shape[0]} instances but {n_instances} are needed "
+        "(give a scalar or per-feature value to share it across instances)"
+    )
+
+
+def make_generator(seed: int | torch.Generator | None, device: str | torch.device = "cpu"):
+    """Return a ``torch.Generator``: the one given, or a new one seeded with ``seed``.
+
+    ``seed=None`` draws a fresh seed from the operating system, so runs differ.
+    """
+    if isinstance(seed, torch.Generator):
+        return seed
+    generator = torch.Generator(device=device)
+    if seed is None:
+        generator.seed()
+    elif isinstance(seed, bool) or not isinstance(seed, int | np.integer):
+        raise TypeError(f"seed must be an int, a torch.Generator or None, got {seed!r}")
+    else:
+        generator.manual_seed(int(seed))
+    return generator
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """Validate a device name; ``None``/``"auto"`` picks CUDA when available, else CPU."""
+    if device is None or device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError) as error:
+        raise ValueError(
+            f"device must be 'cpu', 'cuda', 'cuda:N' or 'auto', got {device!r}"
+        ) from error
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device={device!r} requested but CUDA is not available; use 'cpu'")
+    if resolved.type not in ("cpu", "cuda"):
+        raise ValueError(f"device must be 'cpu', 'cuda', 'cuda:N' or 'auto', got {device!r}")
+    return resolved

@@ -1,0 +1,134 @@
+"""Batched toy models of superposition: many independent instances in one module.
+
+Every weight has the instance axis first. ``W: (instance, n_hidden, n_features)`` holds one
+column ``W[:, :, i]`` per feature (the feature's direction in the hidden space), and a batch
+``x: (instance, batch, n_features)`` maps to a reconstruction of the same shape.
+
+Kinds (the TMS paper's models):
+
+* ``"linear"``: ``x' = WᵀW x + b``
+* ``"relu"`` (ReLU output): ``x' = ReLU(WᵀW x + b)``
+* ``"hidden_relu"`` (privileged basis): ``h = ReLU(W x)``, ``x' = ReLU(Wᵀ h + b)``
+* ``"abs"`` (computation in superposition): inputs in ``[-1, 1]``, target ``|x|``,
+  ``h = ReLU(W x + b_hidden)``, ``x' = ReLU(W_outᵀ h + b)`` with separate in/out weights.
+
+The loss is the paper's importance-weighted squared error summed over features and averaged
+over the batch: ``L = E_x[Σ_i I_i (y_i − x'_i)²]`` with ``y = x`` (or ``|x|`` for ``"abs"``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from superpose._checks import (
+    ArrayLike,
+    broadcast_instances,
+    make_generator,
+    per_instance_feature,
+    positive_int,
+)
+
+KINDS = ("linear", "relu", "hidden_relu", "abs")
+
+
+class ToyModel(nn.Module):
+    """``n_instances`` independent toy models of one kind, trained together.
+
+    Args:
+        kind: one of :data:`KINDS`.
+        n_instances: independent copies (each may see different data, importance and seed).
+        n_features: input features ``n``.
+        n_hidden: hidden dimensions ``m`` (neurons for ``"hidden_relu"`` and ``"abs"``).
+        importance: per-feature loss weight ``I_i ≥ 0``: scalar, per instance ``(instance,)``
+            or ``(instance, n_features)``; ``(1, n_features)`` shares a profile across instances.
+        seed: int, ``torch.Generator``, or one int per instance (then instance ``k`` is
+            initialised exactly as a one-instance model with ``seed[k]``; sweeps rely on this).
+
+    Attributes:
+        W: ``(instance, n_hidden, n_features)`` feature directions (the input weights for
+            ``"abs"``).
+        b: ``(instance, n_features)`` output bias.
+        W_out: ``(instance, n_hidden, n_features)`` output weights, ``"abs"`` only.
+        b_hidden: ``(instance, n_hidden)`` hidden bias, ``"abs"`` only.
+        importance: buffer ``(instance, n_features)``.
+    """
+
+    def __init__(
+        self,
+        kind: str = "relu",
+        n_instances: int = 1,
+        n_features: int = 5,
+        n_hidden: int = 2,
+        importance: ArrayLike = 1.0,
+        *,
+        seed: int | Sequence[int] | torch.Generator | None = None,
+    ) -> None:
+        super().__init__()
+        if kind not in KINDS:
+            raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+        self.kind = kind
+        self.n_instances = positive_int("n_instances", n_instances)
+        self.n_features = positive_int("n_features", n_features)
+        self.n_hidden = positive_int("n_hidden", n_hidden)
+        importance = per_instance_feature(
+            "importance", importance, self.n_features, low=0.0, high=None
+        )
+        self.register_buffer(
+            "importance", broadcast_instances("importance", importance, self.n_instances).clone()
+        )
+        n_weights = 2 if kind == "abs" else 1
+        weights = self._initial_weights(n_weights, seed)
+        self.W = nn.Parameter(weights[0])
+        self.b = nn.Parameter(torch.zeros(self.n_instances, self.n_features))
+        if kind == "abs":
+            self.W_out = nn.Parameter(weights[1])
+            self.b_hidden = nn.Parameter(torch.zeros(self.n_instances, self.n_hidden))
+
+    def _initial_weights(
+        self, n_weights: int, seed: int | Sequence[int] | torch.Generator | None
+    ) -> torch.Tensor:
+        """Xavier-normal weights ``(n_weights, instance, n_hidden, n_features)``."""
+        std = math.sqrt(2.0 / (self.n_hidden + self.n_features))
+        shape = (self.n_hidden, self.n_features)
+        if isinstance(seed, Sequence) and not isinstance(seed, str):
+            if len(seed) != self.n_instances:
+                raise ValueError(
+                    f"seed: a per-instance seed list needs n_instances="
+                    f"{self.n_instances} entries, got {len(seed)}"
+                )
+            per_instance = [
+                torch.randn(n_weights, *shape, generator=make_generator(s)) for s in seed
+            ]
+            return torch.stack(per_instance, dim=1) * std
+        generator = make_generator(seed)
+        return torch.randn(n_weights, self.n_instances, *shape, generator=generator) * std
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Reconstruct ``x: (instance, batch, n_features)``; returns the same shape."""
+        if self.kind == "abs":
+            hidden = torch.relu(torch.baddbmm(self.b_hidden[:, None, :], x, self.W.transpose(1, 2)))
+            return torch.relu(torch.baddbmm(self.b[:, None, :], hidden, self.W_out))
+        hidden = torch.bmm(x, self.W.transpose(1, 2))
+        if self.kind == "hidden_relu":
+            hidden = torch.relu(hidden)
+        out = torch.baddbmm(self.b[:, None, :], hidden, self.W)
+        return out if self.kind == "linear" else torch.relu(out)
+
+    def target(self, x: torch.Tensor) -> torch.Tensor:
+        """What the model should output for ``x``: ``|x|`` for ``"abs"``, else ``x``."""
+        return x.abs() if self.kind == "abs" else x
+
+    def loss(self, x: torch.Tensor) -> torch.Tensor:
+        """Per-instance loss ``(instance,)``: batch mean of ``Σ_i I_i (y_i − x'_i)²``."""
+        error = (self.target(x) - self(x)) ** 2
+        return (error * self.importance[:, None, :]).sum(-1).mean(-1)
+
+    def extra_repr(self) -> str:
+        return (
+            f"kind={self.kind!r}, n_instances={self.n_instances}, "
+            f"n_features={self.n_features}, n_hidden={self.n_hidden}"
+        )

@@ -1,0 +1,194 @@
+"""The trainer: fits every instance of a :class:`~superpose.models.ToyModel` at once.
+
+Instances are independent, so the objective is the sum of the per-instance losses: each
+instance's gradient is exactly that of its own loss.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+
+import torch
+from tqdm.auto import tqdm
+
+from superpose._checks import make_generator, positive_int, resolve_device
+from superpose.data import SparseFeatures
+from superpose.models import ToyModel
+
+SCHEDULES = ("constant", "linear", "cosine")
+
+
+class TrainingDiverged(RuntimeError):
+    """A loss became NaN or infinite. ``step`` and ``instances`` say where."""
+
+    def __init__(self, step: int, instances: list[int]) -> None:
+        self.step = step
+        self.instances = instances
+        super().__init__(
+            f"loss became NaN/inf at step {step} for instance(s) {instances}; "
+            "try a smaller lr or check the data"
+        )
+
+
+@dataclass
+class TrainResult:
+    """What a training run returns.
+
+    Attributes:
+        loss: ``(instance,)`` final loss per instance on a held-out sample of fresh data.
+        history_steps: ``(n_logs,)`` the step at the end of each logging interval.
+        history_loss: ``(n_logs, instance)`` mean training loss over each interval.
+        wall_time: seconds spent in the training loop (not the held-out evaluation).
+        steps: optimisation steps taken.
+        device: where it ran.
+    """
+
+    loss: torch.Tensor
+    history_steps: torch.Tensor
+    history_loss: torch.Tensor
+    wall_time: float
+    steps: int
+    device: str
+
+
+def lr_factor(step: int, steps: int, schedule: str = "constant", warmup_steps: int = 0) -> float:
+    """Learning-rate multiplier at ``step`` (0-based) of ``steps``.
+
+    A linear warm-up from ~0 to 1 over ``warmup_steps``, then ``schedule`` over the rest:
+    ``"constant"`` (1), ``"linear"`` (1 → 0) or ``"cosine"`` (1 → 0 along a half cosine).
+    """
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    progress = (step - warmup_steps) / max(1, steps - warmup_steps)
+    if schedule == "linear":
+        return 1.0 - progress
+    if schedule == "cosine":
+        return 0.5 * (1.0 + math.cos(math.pi * progress))
+    return 1.0
+
+
+@torch.no_grad()
+def evaluate(
+    model: ToyModel,
+    data: SparseFeatures,
+    n_samples: int = 65536,
+    seed: int | torch.Generator = 1,
+) -> torch.Tensor:
+    """Per-instance loss ``(instance,)`` on ``n_samples`` fresh draws from ``data``'s
+    distribution (never its finite data set), computed in memory-bounded chunks."""
+    n_samples = positive_int("n_samples", n_samples)
+    device = model.W.device
+    generator = make_generator(seed, device)
+    chunk = max(1, 2**23 // (model.n_instances * model.n_features))
+    total = torch.zeros(model.n_instances, device=device, dtype=torch.float64)
+    for start in range(0, n_samples, chunk):
+        rows = min(chunk, n_samples - start)
+        batch = data.draw(rows, model.n_instances, generator)
+        total += model.loss(batch).double() * rows
+    return (total / n_samples).float()
+
+
+def train(
+    model: ToyModel,
+    data: SparseFeatures,
+    *,
+    steps: int = 10_000,
+    batch_size: int | None = 1024,
+    lr: float = 1e-3,
+    schedule: str = "constant",
+    warmup_steps: int = 0,
+    weight_decay: float = 0.0,
+    log_every: int = 100,
+    eval_samples: int = 65536,
+    seed: int = 0,
+    device: str | torch.device | None = "cpu",
+    progress: bool = True,
+) -> TrainResult:
+    """Train every instance of ``model`` on ``data`` with AdamW; the model is updated in place.
+
+    Args:
+        model: the instances to train (moved to ``device``).
+        data: batches come from ``data.sample`` with a generator seeded by ``seed``; for a
+            finite data set, ``batch_size=None`` trains full-batch on it.
+        steps: optimisation steps.
+        batch_size: rows per instance per step (a fresh batch each step).
+        lr: peak learning rate, scaled by :func:`lr_factor` each step.
+        schedule: one of :data:`SCHEDULES`, after ``warmup_steps`` of linear warm-up.
+        weight_decay: AdamW's decoupled weight decay (0 gives Adam, the paper's setting).
+        log_every: steps per history entry (and per NaN/inf check).
+        eval_samples: held-out samples for the final per-instance loss.
+        seed: seeds the training batches (the held-out sample uses ``seed + 1``).
+        device: ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"auto"``.
+        progress: show a progress bar.
+
+    Raises:
+        TrainingDiverged: a loss became NaN/inf; the error names the step and instances.
+    """
+    if not isinstance(model, ToyModel):
+        raise TypeError(f"model must be a superpose.ToyModel, got {type(model).__name__}")
+    if not isinstance(data, SparseFeatures):
+        raise TypeError(f"data must be a superpose.SparseFeatures, got {type(data).__name__}")
+    if data.n_features != model.n_features:
+        raise ValueError(
+            f"data.n_features={data.n_features} but model.n_features={model.n_features}"
+        )
+    steps = positive_int("steps", steps)
+    log_every = positive_int("log_every", log_every)
+    if batch_size is None and not data.is_finite:
+        raise ValueError("batch_size=None (full batch) needs a finite data set (n_samples=...)")
+    if batch_size is not None:
+        positive_int("batch_size", batch_size)
+    if not (isinstance(lr, int | float) and lr > 0 and math.isfinite(lr)):
+        raise ValueError(f"lr must be a positive finite number, got {lr!r}")
+    if schedule not in SCHEDULES:
+        raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
+    if not (isinstance(warmup_steps, int) and 0 <= warmup_steps <= steps):
+        raise ValueError(f"warmup_steps must be an int in [0, steps={steps}], got {warmup_steps!r}")
+    if not (isinstance(weight_decay, int | float) and weight_decay >= 0):
+        raise ValueError(f"weight_decay must be >= 0, got {weight_decay!r}")
+    device = resolve_device(device)
+
+    model.to(device)
+    generator = make_generator(seed, device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    n_logs = steps // log_every + (steps % log_every > 0)
+    history_loss = torch.zeros(n_logs, model.n_instances)
+    interval = torch.zeros(log_every, model.n_instances, device=device)
+    bar = tqdm(total=steps, disable=not progress, desc=f"train {model.kind}", unit="step")
+    start = time.perf_counter()
+    for step in range(steps):
+        for group in optimizer.param_groups:
+            group["lr"] = lr * lr_factor(step, steps, schedule, warmup_steps)
+        batch = data.sample(batch_size, model.n_instances, generator).to(device)
+        loss = model.loss(batch)
+        optimizer.zero_grad(set_to_none=True)
+        loss.sum().backward()
+        optimizer.step()
+        interval[step % log_every] = loss.detach()
+        if (step + 1) % log_every == 0 or step + 1 == steps:
+            filled = interval[: step % log_every + 1]
+            _check_finite(filled, first_step=step - step % log_every)
+            history_loss[step // log_every] = filled.mean(0).cpu()
+            bar.update(step % log_every + 1)
+            bar.set_postfix(loss=f"{history_loss[step // log_every].mean().item():.4g}")
+    wall_time = time.perf_counter() - start
+    bar.close()
+    history_steps = torch.clamp(torch.arange(1, n_logs + 1) * log_every, max=steps)
+    return TrainResult(
+        loss=evaluate(model, data, eval_samples, seed=seed + 1).cpu(),
+        history_steps=history_steps,
+        history_loss=history_loss,
+        wall_time=wall_time,
+        steps=steps,
+        device=str(device),
+    )
+
+
+def _check_finite(losses: torch.Tensor, first_step: int) -> None:
+    """Raise :class:`TrainingDiverged` at the first non-finite entry of ``(step, instance)``."""
+    bad = ~torch.isfinite(losses)
+    if bad.any():
+        row = int(bad.any(dim=1).nonzero()[0])
+        raise TrainingDiverged(first_step + row, bad[row].nonzero().flatten().tolist())
