@@ -88,22 +88,23 @@ def scalar_metrics(W: torch.Tensor | np.ndarray | ToyModel) -> dict[str, torch.T
     """One number per instance for result tables, each ``(instance,)``.
 
     ``dimensions_per_feature``; ``n_represented`` (features with ``‖W_i‖ > 0.5``);
-    ``mean_norm``; ``mean_superposition`` and ``max_superposition`` over features;
-    ``mean_dimensionality`` over represented features.
+    ``mean_norm`` over all features; ``mean_superposition``, ``max_superposition`` and
+    ``mean_dimensionality`` over represented features only (0 when none is represented):
+    an unrepresented feature's direction ``Ŵ_i`` is noise, so its interference means nothing.
     """
     W = _weights(W)
     norms = feature_norms(W)
-    interference = superposition(W)
     represented = norms > REPRESENTED_NORM
-    dimensionality = feature_dimensionality(W)
     count = represented.sum(-1)
+    interference = superposition(W) * represented
     return {
         "dimensions_per_feature": dimensions_per_feature(W),
         "n_represented": count.float(),
         "mean_norm": norms.mean(-1),
-        "mean_superposition": interference.mean(-1),
+        "mean_superposition": interference.sum(-1) / count.clamp_min(1),
         "max_superposition": interference.amax(-1),
-        "mean_dimensionality": (dimensionality * represented).sum(-1) / count.clamp_min(1),
+        "mean_dimensionality": (feature_dimensionality(W) * represented).sum(-1)
+        / count.clamp_min(1),
     }
 
 

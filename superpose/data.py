@@ -24,6 +24,7 @@ from superpose._checks import (
     make_generator,
     per_instance_feature,
     positive_int,
+    resolve_device,
 )
 
 InverseCDF = Callable[[torch.Tensor], torch.Tensor]
@@ -86,7 +87,7 @@ class SparseFeatures:
         device: str | torch.device = "cpu",
     ) -> None:
         self.n_features = positive_int("n_features", n_features)
-        self.device = torch.device(device)
+        self.device = resolve_device(device)
         self.feature_probability = per_instance_feature(
             "feature_probability", feature_probability, self.n_features, low=0.0, high=1.0
         ).to(self.device)

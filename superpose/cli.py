@@ -1,0 +1,119 @@
+"""The ``superpose`` command: thin wrappers over the library.
+
+superpose demo                     the TMS intro experiment, figure + results folder
+superpose sweep SPEC.toml          run (or resume) a sweep into a result store
+superpose figure NAME | --all      redraw figures from stored results
+superpose figure --list            the registered figure names
+superpose reproduce NAME           run an experiment, then draw its figure
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from superpose import registry
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from superpose.demo import run_demo
+
+    start = time.perf_counter()
+    paths = run_demo(args.out, steps=args.steps, device=args.device, progress=not args.quiet)
+    print(f"demo finished in {time.perf_counter() - start:.1f} s; wrote:")
+    for path in paths:
+        print(f"  {path}")
+    return 0
+
+
+def _sweep(args: argparse.Namespace) -> int:
+    from superpose import sweep
+
+    if args.dry_run:
+        print(sweep.plan(args.spec))
+        return 0
+    summary = sweep.run(
+        args.spec,
+        out=args.out,
+        backend=args.backend,
+        address=args.address,
+        device=args.device,
+        progress=not args.quiet,
+    )
+    print(summary)
+    return 0
+
+
+def _figure(args: argparse.Namespace) -> int:
+    if args.list:
+        print("\n".join(registry.names("figures")))
+        return 0
+    if not args.all and not args.name:
+        raise SystemExit("superpose figure: give a NAME, --all or --list")
+    for name in registry.names("figures") if args.all else [args.name]:
+        for path in registry.load("figures", name).main(Path(args.results), Path(args.out)):
+            print(path)
+    return 0
+
+
+def _reproduce(args: argparse.Namespace) -> int:
+    experiment = registry.load("experiments", args.name)
+    experiment.main(Path(args.results), device=args.device, quick=args.quick)
+    for path in registry.load("figures", args.name).main(Path(args.results), Path(args.out)):
+        print(path)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="superpose", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    demo = commands.add_parser("demo", help="train the TMS intro experiment and draw it")
+    demo.add_argument("--out", default="superpose-demo", help="results folder")
+    demo.add_argument("--steps", type=int, default=5000)
+    demo.add_argument("--device", default="cpu")
+    demo.add_argument("--quiet", action="store_true", help="no progress bars")
+    demo.set_defaults(run=_demo)
+
+    sweep = commands.add_parser("sweep", help="run or resume a sweep from a TOML spec")
+    sweep.add_argument("spec", help="sweep spec (TOML)")
+    sweep.add_argument("--out", default=None, help="result store folder")
+    sweep.add_argument("--backend", choices=("local", "ray"), default="local")
+    sweep.add_argument("--address", default=None, help="Ray cluster address, e.g. auto")
+    sweep.add_argument("--device", default="cpu")
+    sweep.add_argument("--dry-run", action="store_true", help="print the cells and packing plan")
+    sweep.add_argument("--quiet", action="store_true", help="no progress bar")
+    sweep.set_defaults(run=_sweep)
+
+    figure = commands.add_parser("figure", help="redraw figures from stored results")
+    figure.add_argument("name", nargs="?")
+    figure.add_argument("--all", action="store_true", help="every registered figure")
+    figure.add_argument("--list", action="store_true", help="print the figure names")
+    figure.add_argument("--results", default="results", help="stored results root")
+    figure.add_argument("--out", default="figures/out", help="where figures go")
+    figure.set_defaults(run=_figure)
+
+    reproduce = commands.add_parser("reproduce", help="run an experiment, then its figure")
+    reproduce.add_argument("name")
+    reproduce.add_argument("--results", default="results")
+    reproduce.add_argument("--out", default="figures/out")
+    reproduce.add_argument("--device", default="cpu")
+    reproduce.add_argument("--quick", action="store_true", help="a small smoke-test run")
+    reproduce.set_defaults(run=_reproduce)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``superpose`` console script."""
+    args = build_parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except (ValueError, TypeError, FileNotFoundError) as error:
+        print(f"superpose {args.command}: error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,50 @@
+"""Discovery of the experiment and figure scripts that ship with the source checkout.
+
+``experiments/<stem>.py`` defines ``main(results, device="cpu", quick=False)`` and writes its
+results under ``results/<stem>``; ``figures/<stem>.py`` defines ``main(results, out)``, reads
+those results (never trains) and returns the figure files it wrote. A script's public name is
+its stem with ``_`` shown as ``-`` (``figures/phase_diagram.py`` is ``phase-diagram``).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from types import ModuleType
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def _folder(kind: str) -> Path:
+    folder = REPO_ROOT / kind
+    if not folder.is_dir():
+        raise FileNotFoundError(
+            f"no {kind}/ folder next to the superpose package ({folder}); the {kind} scripts "
+            "ship with the source checkout: install it with `pip install -e .`"
+        )
+    return folder
+
+
+def names(kind: str) -> list[str]:
+    """Registered script names of ``kind`` (``"experiments"`` or ``"figures"``), sorted."""
+    return sorted(
+        path.stem.replace("_", "-")
+        for path in _folder(kind).glob("*.py")
+        if not path.stem.startswith("_") and _defines_main(path)
+    )
+
+
+def _defines_main(path: Path) -> bool:
+    return "\ndef main(" in path.read_text()
+
+
+def load(kind: str, name: str) -> ModuleType:
+    """Import the script ``name`` of ``kind``; a ValueError lists the valid names."""
+    path = _folder(kind) / f"{name.replace('-', '_')}.py"
+    if not path.is_file() or not _defines_main(path):
+        raise ValueError(f"unknown {kind[:-1]} {name!r}; choose from: {', '.join(names(kind))}")
+    spec = importlib.util.spec_from_file_location(f"superpose_{kind}_{path.stem}", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -1,0 +1,78 @@
+"""ToyModel: forward passes of every kind against direct formulas, init, validation."""
+
+import numpy as np
+import pytest
+import torch
+
+from superpose import ToyModel
+
+
+def test_forward_matches_formulas():
+    torch.manual_seed(0)
+    x = torch.rand(3, 7, 5)
+    for kind in ("linear", "relu", "hidden_relu"):
+        model = ToyModel(kind, 3, 5, 2, seed=1)
+        with torch.no_grad():
+            model.b.normal_()
+        W, b = model.W.detach(), model.b.detach()
+        h = torch.einsum("khf,kbf->kbh", W, x)
+        if kind == "hidden_relu":
+            h = torch.relu(h)
+        out = torch.einsum("khf,kbh->kbf", W, h) + b[:, None]
+        expected = out if kind == "linear" else torch.relu(out)
+        torch.testing.assert_close(model(x), expected)
+
+
+def test_abs_model():
+    model = ToyModel("abs", 2, 4, 6, seed=0)
+    assert model.W.shape == model.W_out.shape == (2, 6, 4)
+    assert model.b_hidden.shape == (2, 6)
+    x = torch.rand(2, 5, 4) * 2 - 1
+    with torch.no_grad():
+        model.b_hidden.normal_()
+        model.b.normal_()
+    hidden = torch.relu(torch.einsum("khf,kbf->kbh", model.W, x) + model.b_hidden[:, None])
+    expected = torch.relu(torch.einsum("khf,kbh->kbf", model.W_out, hidden) + model.b[:, None])
+    torch.testing.assert_close(model(x), expected)
+    torch.testing.assert_close(model.target(x), x.abs())
+
+
+def test_importance_weighted_loss():
+    model = ToyModel("linear", 2, 3, 2, importance=[[1.0, 0.5, 0.0]], seed=0)
+    with torch.no_grad():
+        model.W.zero_()
+    x = torch.ones(2, 4, 3)
+    # zero model: error x² = 1 per feature, weighted sum 1.5, mean over batch 1.5
+    torch.testing.assert_close(model.loss(x), torch.tensor([1.5, 1.5]))
+    assert model.importance.shape == (2, 3)
+
+
+def test_per_instance_seeds_reproduce_single_instance_init():
+    packed = ToyModel("relu", 3, 5, 2, seed=[11, 12, 13])
+    for k, seed in enumerate([11, 12, 13]):
+        alone = ToyModel("relu", 1, 5, 2, seed=[seed])
+        assert torch.equal(packed.W[k], alone.W[0])
+
+
+def test_init_scale_is_xavier():
+    W = ToyModel("relu", 200, 50, 30, seed=0).W
+    assert W.std().item() == pytest.approx(np.sqrt(2 / 80), rel=0.01)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"kind": "tanh"}, ValueError, "kind must be one of"),
+        ({"n_instances": 0}, ValueError, "n_instances"),
+        ({"n_hidden": -2}, ValueError, "n_hidden"),
+        ({"n_features": "5"}, TypeError, "n_features"),
+        ({"importance": [[1.0, 2.0]]}, ValueError, "importance must be"),
+        ({"importance": -1.0}, ValueError, "importance must lie in"),
+        ({"importance": [1.0, 2.0, 3.0]}, ValueError, "importance has 3 instances but 2"),
+        ({"seed": [1, 2, 3]}, ValueError, "n_instances=2"),
+    ],
+)
+def test_bad_input(kwargs, error, match):
+    kwargs = {"n_instances": 2, "n_features": 5, "n_hidden": 2, **kwargs}
+    with pytest.raises(error, match=match):
+        ToyModel(**kwargs)
