@@ -3,15 +3,12 @@ across feature probabilities. ``superpose demo`` runs it."""
 
 from __future__ import annotations
 
-import csv
-import os
 from pathlib import Path
-
-import torch
 
 from superpose import analysis
 from superpose._checks import resolve_device
 from superpose.data import SparseFeatures
+from superpose.io import load_tensors, save_rows, save_tensors
 from superpose.models import ToyModel
 from superpose.plotting import intro_figure, save_figure
 from superpose.train import train
@@ -20,22 +17,20 @@ FEATURE_PROBABILITY = (1.0, 0.3, 0.1, 0.03, 0.01)
 IMPORTANCE_DECAY = 0.9
 
 
-def run_demo(
-    out: str | Path = "superpose-demo",
+def train_intro(
+    results: str | Path,
     steps: int = 5000,
     lr: float = 1e-2,
     seed: int = 0,
     device: str = "cpu",
     progress: bool = True,
 ) -> list[Path]:
-    """Train linear and ReLU-output models (one instance per feature probability), then
-    write ``weights.pt``, ``metrics.csv`` and the intro figure (PNG + PDF) under ``out``.
+    """Train linear and ReLU-output models (one instance per feature probability) and write
+    ``weights.pt`` (W, b per kind) and ``metrics.csv`` under ``results``.
 
     Returns the written paths.
     """
     device = str(resolve_device(device))
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     n_features, n_hidden = 5, 2
     importance = [[IMPORTANCE_DECAY**i for i in range(n_features)]]
     data = SparseFeatures(n_features, list(FEATURE_PROBABILITY), seed=seed, device=device)
@@ -66,27 +61,28 @@ def run_demo(
                     **{name: float(value[k]) for name, value in metrics.items()},
                 }
             )
-    weights_path = out / "weights.pt"
-    _atomic_save(
-        {"W": weights, "b": biases, "feature_probability": FEATURE_PROBABILITY}, weights_path
-    )
-    metrics_path = out / "metrics.csv"
-    tmp = metrics_path.with_suffix(".csv.tmp")
-    with tmp.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    os.replace(tmp, metrics_path)
+    results = Path(results)
+    stored = {"W": weights, "b": biases, "feature_probability": list(FEATURE_PROBABILITY)}
+    return [save_tensors(stored, results / "weights.pt"), save_rows(rows, results / "metrics.csv")]
+
+
+def draw_intro(results: str | Path, out: str | Path) -> list[Path]:
+    """Draw the intro figure from what :func:`train_intro` stored in ``results``; writes
+    ``intro.png`` and ``intro.pdf`` under ``out`` and returns their paths."""
+    stored = load_tensors(Path(results) / "weights.pt")
     figure = intro_figure(
-        {k: w.numpy() for k, w in weights.items()},
-        {k: b.numpy() for k, b in biases.items()},
-        FEATURE_PROBABILITY,
+        {kind: W.numpy() for kind, W in stored["W"].items()},
+        {kind: b.numpy() for kind, b in stored["b"].items()},
+        stored["feature_probability"],
     )
-    return [weights_path, metrics_path, *save_figure(figure, out / "intro")]
+    return save_figure(figure, Path(out) / "intro")
 
 
-def _atomic_save(obj: object, path: Path) -> None:
-    """``torch.save`` to a temporary file, then rename over ``path``."""
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+def run_demo(
+    out: str | Path = "superpose-demo",
+    steps: int = 5000,
+    device: str = "cpu",
+    progress: bool = True,
+) -> list[Path]:
+    """``superpose demo``: :func:`train_intro` then :func:`draw_intro`, both into ``out``."""
+    return [*train_intro(out, steps, device=device, progress=progress), *draw_intro(out, out)]
