@@ -45,3 +45,20 @@ def test_console_script_help():
 def test_bad_demo_arguments(argv, capsys, tmp_path):
     assert main([*argv, "--out", str(tmp_path), "--quiet"]) == 2
     assert "error" in capsys.readouterr().err
+
+
+def test_reproduce_runs_experiment_then_figure(tmp_path, capsys):
+    results, out = tmp_path / "results", tmp_path / "out"
+    argv = ["reproduce", "intro", "--quick", "--results", str(results), "--out", str(out)]
+    assert main(argv) == 0
+    assert (results / "intro" / "weights.pt").is_file()
+    assert capsys.readouterr().out.split() == [str(out / "intro.png"), str(out / "intro.pdf")]
+    # the figure alone redraws from the stored results
+    (out / "intro.png").unlink()
+    assert main(["figure", "intro", "--results", str(results), "--out", str(out)]) == 0
+    assert (out / "intro.png").is_file()
+
+
+def test_figure_without_stored_results_says_what_to_run(tmp_path, capsys):
+    assert main(["figure", "intro", "--results", str(tmp_path), "--out", str(tmp_path)]) == 2
+    assert "run the experiment first" in capsys.readouterr().err
