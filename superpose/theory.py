@@ -197,8 +197,10 @@ def _taylor_shift(coef: np.ndarray, delta: np.ndarray) -> np.ndarray:
 
 def _integral_from_zero(coef: np.ndarray, length: np.ndarray) -> np.ndarray:
     """``∫_0^length Σ_r coef_r w^r dw``: ``coef (..., D+1)``, ``length (...)`` → ``(...)``."""
-    orders = np.arange(1, coef.shape[-1] + 1)
-    return (coef * length[..., None] ** orders / orders).sum(-1)
+    total = np.zeros(coef.shape[:-1])
+    for r in range(coef.shape[-1] - 1, -1, -1):  # Horner in ``length``
+        total = (total + coef[..., r] / (r + 1)) * length
+    return total
 
 
 def _anchors(knots: np.ndarray) -> np.ndarray:
@@ -288,13 +290,10 @@ def _final_step(knots: np.ndarray, coef: np.ndarray, h: np.ndarray, weighted: bo
     ends = np.minimum(np.maximum(np.concatenate([knots, inf], axis=1), low), high)
     length = ends - starts
     local = _taylor_shift(coef, starts - _anchors(knots))
-    if weighted:
-        orders = np.arange(1, coef.shape[-1] + 1)
-        moment = local * (
-            starts[..., None] * length[..., None] ** orders / orders
-            + length[..., None] ** (orders + 1) / (orders + 1)
-        )
-        integral = np.sign(h) * moment.sum((-1, -2)) / np.where(d > 0, d, 1.0) ** 2
+    if weighted:  # ∫_0^len (start + w) Σ A_r w^r dw, each piece keeping the sign of s
+        shifted = np.concatenate([np.zeros_like(local[..., :1]), local], axis=-1)  # w·A(w)
+        moment = starts * _integral_from_zero(local, length) + _integral_from_zero(shifted, length)
+        integral = np.sign(h) * moment.sum(-1) / np.where(d > 0, d, 1.0) ** 2
     else:
         integral = _integral_from_zero(local, length).sum(-1) / np.where(d > 0, d, 1.0)
     # d = 0: the value at 0 (times ∫ω = 1 or 1/2).
@@ -431,36 +430,26 @@ def expected_loss(
 # --------------------------------------------------------------------------- phase diagrams
 
 
-@dataclass(frozen=True)
-class Candidate:
-    """A candidate solution of a phase-change model: its name and the phase it stands for."""
-
-    name: str
-    phase: int
-    """Index into :data:`PHASES` (what happens to the extra feature)."""
-
-
-CANDIDATES: dict[tuple[int, int], tuple[Candidate, ...]] = {
-    (2, 1): (
-        Candidate("extra ignored", 0),
-        Candidate("extra dedicated", 1),
-        Candidate("antipodal pair", 2),
-    ),
+CANDIDATES: dict[tuple[int, int], tuple[str, ...]] = {
+    (2, 1): ("extra ignored", "extra dedicated", "antipodal pair"),
     (3, 2): (
-        Candidate("extra ignored", 0),
-        Candidate("extra dedicated, one feature dropped", 1),
-        Candidate("extra dedicated, others antipodal", 1),
-        Candidate("extra antipodal with one feature", 2),
-        Candidate("triangle", 2),
+        "extra ignored",
+        "extra dedicated, one feature dropped",
+        "extra dedicated, others antipodal",
+        "extra antipodal with one feature",
+        "triangle",
     ),
 }
 """The candidate solutions per ``(n_features, n_hidden)``; the last feature is the extra one.
 
-* extra ignored: the other features get dedicated dimensions, the extra one bias ``p/2``.
-* extra dedicated: the extra feature gets a dimension and a unit feature gets none.
-* antipodal pairs ``W = (α, −β)`` in one dimension, and the symmetric triangle (the extra
-  feature at angle 0 with norm ``ρ_e``, the others at ``±φ`` with norm ``ρ``): their norms,
-  angle and biases are optimised numerically; every other feature keeps a dedicated dimension.
+* extra ignored: the other features get dedicated dimensions, the extra one bias ``p/2``
+  (loss ``r (p/3 − p²/4)``, closed form).
+* extra dedicated: the extra feature gets a dimension and a unit-importance feature gets none
+  (bias ``p/2``; loss ``p/3 − p²/4``, closed form) — or, for ``n=3``, the two unit features
+  share the other dimension as an antipodal pair.
+* antipodal pairs ``W = (α, −β)`` in one dimension (every other feature keeps a dedicated
+  one), and the symmetric triangle (the extra feature at angle 0 with norm ``ρ_e``, the others
+  at ``±φ`` with norm ``ρ``): norms, angle and biases are optimised on the exact loss.
 """
 
 _SEARCH_STEP = 0.25
@@ -468,23 +457,28 @@ _SEARCH_TOLERANCE = 1e-5
 _SEARCH_MAX_ITERATIONS = 400
 _TIE_TOLERANCE = 1e-10
 
+_Loss = Callable[[np.ndarray, np.ndarray], np.ndarray]
+"""``loss(theta (rows, dim), cell (rows,)) -> (rows,)``."""
+_Solution = Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
+"""``solution(theta (rows, dim), cell (rows,)) -> (W (rows, m, n), b (rows, n))``."""
 
-def _compass_search(
-    loss: Callable[[np.ndarray, np.ndarray], np.ndarray], start: np.ndarray, n_cells: int
-) -> np.ndarray:
-    """Minimise ``loss(theta (rows, dim), cell (rows,)) -> (rows,)`` separately for each cell.
+
+def _compass_search(loss: _Loss, start: np.ndarray, n_cells: int) -> tuple[np.ndarray, np.ndarray]:
+    """Minimise ``loss`` separately for each cell, starting every cell at ``start (dim,)``.
 
     A compass (pattern) search, vectorised over cells: each iteration tries ``±step`` along
-    every parameter for every cell still searching, moves to the best improvement or halves
-    the step; a cell stops when its step is below ``_SEARCH_TOLERANCE``. It converges to a
-    stationary point of the (continuously differentiable) exact loss near ``start (dim,)``.
-    Returns the minimal losses ``(n_cells,)``.
+    every parameter for every cell still searching, moves to the best improvement (and doubles
+    the step) or halves the step; a cell stops when its step is below ``_SEARCH_TOLERANCE``.
+    It converges to a stationary point of the (continuously differentiable) exact loss.
+    Returns the minimal losses ``(n_cells,)`` and their parameters ``(n_cells, dim)``.
     """
     dim = start.shape[0]
-    moves = np.concatenate([np.eye(dim), -np.eye(dim)])  # (2 dim, dim)
     cells = np.arange(n_cells)
     theta = np.tile(start, (n_cells, 1))
     best = loss(theta, cells)
+    if dim == 0:
+        return best, theta
+    moves = np.concatenate([np.eye(dim), -np.eye(dim)])  # (2 dim, dim)
     step = np.full(n_cells, _SEARCH_STEP)
     for _ in range(_SEARCH_MAX_ITERATIONS):
         searching = np.flatnonzero(step >= _SEARCH_TOLERANCE)
@@ -498,43 +492,119 @@ def _compass_search(
         moved = searching[improved]
         theta[moved] = probes[improved, choice[improved]]
         best[moved] = values[improved, choice[improved]]
+        step[moved] = np.minimum(2 * step[moved], _SEARCH_STEP)
         step[searching[~improved]] /= 2
-    return best
+    return best, theta
 
 
-def _pair_loss(importance: np.ndarray, p: np.ndarray) -> Callable:
-    """Exact loss of an antipodal pair ``W = (α, −β)``, ``b = (b_0, b_1)`` per cell.
+def _candidates(
+    key: tuple[int, int], r: np.ndarray, p: np.ndarray
+) -> dict[str, tuple[np.ndarray, _Loss, _Solution]]:
+    """Each candidate's ``(start (dim,), loss, solution)`` on the cells ``r (cells,)``,
+    ``p (cells,)``; the loss may use a reduced model that leaves out exactly reconstructed
+    dedicated features, the solution gives the full ``(W, b)``."""
+    n_features, n_hidden = key
+    variance = _variance(p)
 
-    ``importance (n_cells, 2)``, ``p (n_cells,)``; ``theta = (α, β, b_0, b_1)``.
-    """
+    def pair_loss(importance: np.ndarray) -> _Loss:
+        # theta = (α, β, b_0, b_1): W = (α, −β) with importances (1, importance).
+        def loss(theta: np.ndarray, cell: np.ndarray) -> np.ndarray:
+            W = np.stack([theta[:, 0], -theta[:, 1]], axis=-1)[:, None, :]
+            weights = np.stack([np.ones(len(cell)), importance[cell]], axis=-1)
+            return expected_loss(W, theta[:, 2:], p[cell, None], weights)
 
-    def loss(theta: np.ndarray, cell: np.ndarray) -> np.ndarray:
-        W = np.stack([theta[:, 0], -theta[:, 1]], axis=-1)[:, None, :]
-        return expected_loss(W, theta[:, 2:], p[cell, None], importance[cell])
+        return loss
 
-    return loss
+    def placed(columns: dict[tuple[int, int], Callable], biases: dict[int, Callable]):
+        # A solution with W[h, f] = columns[(h, f)](theta, cell), b[f] = biases[f](...).
+        def solution(theta: np.ndarray, cell: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            W = np.zeros((len(cell), n_hidden, n_features))
+            b = np.zeros((len(cell), n_features))
+            for (h, f), value in columns.items():
+                W[:, h, f] = value(theta, cell)
+            for f, value in biases.items():
+                b[:, f] = value(theta, cell)
+            return W, b
 
+        return solution
 
-def _triangle_loss(importance: np.ndarray, p: np.ndarray) -> Callable:
-    """Exact loss of the symmetric triangle per cell (see :data:`CANDIDATES`).
+    def one(theta: np.ndarray, cell: np.ndarray) -> np.ndarray:
+        return np.ones(len(cell))
 
-    ``importance (n_cells, 3)``, ``p (n_cells,)``; ``theta = (φ, ρ, ρ_e, b, b_e)``.
-    """
+    def mean(theta: np.ndarray, cell: np.ndarray) -> np.ndarray:
+        return p[cell] / 2
 
-    def loss(theta: np.ndarray, cell: np.ndarray) -> np.ndarray:
-        angle, norm, extra_norm, bias, extra_bias = theta.T
-        zero = np.zeros_like(angle)
-        W = np.stack(
-            [
-                np.stack([norm * np.cos(angle), norm * np.cos(angle), extra_norm], axis=-1),
-                np.stack([norm * np.sin(angle), -norm * np.sin(angle), zero], axis=-1),
-            ],
-            axis=1,
+    def parameter(index: int, sign: float = 1.0) -> Callable:
+        return lambda theta, cell: sign * theta[:, index]
+
+    no_parameters = np.zeros(0)
+    extra = n_features - 1
+    candidates = {
+        "extra ignored": (
+            no_parameters,
+            lambda theta, cell: r[cell] * variance[cell],
+            placed({(h, h): one for h in range(n_hidden)}, {extra: mean}),
         )
-        b = np.stack([bias, bias, extra_bias], axis=-1)
-        return expected_loss(W, b, p[cell, None], importance[cell])
+    }
+    pair_start = np.array([1.0, 1.0, 0.0, 0.0])
+    if key == (2, 1):
+        candidates["extra dedicated"] = (
+            no_parameters,
+            lambda theta, cell: variance[cell],
+            placed({(0, 1): one}, {0: mean}),
+        )
+        candidates["antipodal pair"] = (
+            pair_start,
+            pair_loss(r),
+            placed(
+                {(0, 0): parameter(0), (0, 1): parameter(1, -1)}, {0: parameter(2), 1: parameter(3)}
+            ),
+        )
+        return candidates
 
-    return loss
+    def triangle_loss(theta: np.ndarray, cell: np.ndarray) -> np.ndarray:
+        W, b = triangle(theta, cell)
+        weights = np.stack([np.ones(len(cell)), np.ones(len(cell)), r[cell]], axis=-1)
+        return expected_loss(W, b, p[cell, None], weights)
+
+    # theta = (φ, ρ, ρ_e, b, b_e)
+    triangle = placed(
+        {
+            (0, 0): lambda theta, cell: theta[:, 1] * np.cos(theta[:, 0]),
+            (0, 1): lambda theta, cell: theta[:, 1] * np.cos(theta[:, 0]),
+            (0, 2): parameter(2),
+            (1, 0): lambda theta, cell: theta[:, 1] * np.sin(theta[:, 0]),
+            (1, 1): lambda theta, cell: -theta[:, 1] * np.sin(theta[:, 0]),
+        },
+        {0: parameter(3), 1: parameter(3), 2: parameter(4)},
+    )
+    candidates["extra dedicated, one feature dropped"] = (
+        no_parameters,
+        lambda theta, cell: variance[cell],
+        placed({(0, 0): one, (1, 2): one}, {1: mean}),
+    )
+    candidates["extra dedicated, others antipodal"] = (
+        pair_start,
+        pair_loss(np.ones_like(r)),
+        placed(
+            {(0, 0): parameter(0), (0, 1): parameter(1, -1), (1, 2): one},
+            {0: parameter(2), 1: parameter(3)},
+        ),
+    )
+    candidates["extra antipodal with one feature"] = (
+        pair_start,
+        pair_loss(r),
+        placed(
+            {(0, 0): one, (1, 1): parameter(0), (1, 2): parameter(1, -1)},
+            {1: parameter(2), 2: parameter(3)},
+        ),
+    )
+    candidates["triangle"] = (
+        np.array([2 * np.pi / 3, 1.0, 1.0, 0.0, 0.0]),
+        triangle_loss,
+        triangle,
+    )
+    return candidates
 
 
 @dataclass(frozen=True)
@@ -545,17 +615,22 @@ class PhaseDiagram:
         relative_importance: importance ``r`` of the extra (last) feature, ``(n_r,)``; the
             other features have importance 1.
         feature_probability: probability of every feature, ``(n_p,)``.
-        candidates: the candidate solutions compared.
+        candidates: names of the candidate solutions compared (see :data:`CANDIDATES`).
         losses: each candidate's optimised exact loss, by name, ``(n_r, n_p)``.
-        best: index of the winning candidate, ``(n_r, n_p)``.
-        labels: the winner's phase, an index into :data:`PHASES`, ``(n_r, n_p)``.
+        best: index into ``candidates`` of the winner, ``(n_r, n_p)``.
+        W: the winner's weights, ``(n_r, n_p, n_hidden, n_features)``.
+        b: the winner's biases, ``(n_r, n_p, n_features)``.
+        labels: :func:`classify_solution` of the winner, an index into :data:`PHASES`,
+            ``(n_r, n_p)``.
     """
 
     relative_importance: np.ndarray
     feature_probability: np.ndarray
-    candidates: tuple[Candidate, ...]
+    candidates: tuple[str, ...]
     losses: dict[str, np.ndarray]
     best: np.ndarray
+    W: np.ndarray
+    b: np.ndarray
     labels: np.ndarray
 
 
@@ -579,10 +654,11 @@ def phase_diagram(
     """TMS's phase-change diagram from the exact losses of the candidate solutions.
 
     For every cell ``(r, p)`` each candidate of :data:`CANDIDATES` is optimised over its free
-    parameters (norms, angle, biases) on the exact loss of :func:`expected_loss` — the
-    "extra ignored" and "extra dedicated, one feature dropped" candidates in closed form,
-    ``r (p/3 − p²/4)`` and ``p/3 − p²/4`` — and the lowest loss wins (ties within ``1e-10``
-    go to the earlier candidate).
+    parameters (norms, angle, biases) on the exact loss of :func:`expected_loss`, starting
+    from its ideal shape (unit norms, zero biases) — the first two candidates have closed-form
+    losses — and the lowest loss wins (ties within ``1e-10`` go to the earlier candidate).
+    The winner's weights are then labelled with :func:`classify_solution`, exactly as trained
+    weights are, so a weak antipodal partner (norm ≤ 0.5) counts as not represented.
 
     Args:
         n_features, n_hidden: ``(2, 1)`` or ``(3, 2)``.
@@ -598,39 +674,29 @@ def phase_diagram(
     r_axis = _grid_axis("relative_importance", relative_importance, 0.0, None)
     p_axis = _grid_axis("feature_probability", feature_probability, 0.0, 1.0)
     r, p = (grid.reshape(-1) for grid in np.meshgrid(r_axis, p_axis, indexing="ij"))
-    n_cells = r.size
-    variance = _variance(p)
-    pair_start = np.array([1.0, 1.0, 0.0, 0.0])
-    extra_pair = _compass_search(
-        _pair_loss(np.stack([np.ones_like(r), r], -1), p), pair_start, n_cells
-    )
-    flat = {"extra ignored": r * variance}
-    if key == (2, 1):
-        flat["extra dedicated"] = variance
-        flat["antipodal pair"] = extra_pair
-    else:
-        equal_pair = _compass_search(_pair_loss(np.ones((n_cells, 2)), p), pair_start, n_cells)
-        triangle = _compass_search(
-            _triangle_loss(np.stack([np.ones_like(r), np.ones_like(r), r], -1), p),
-            np.array([2 * np.pi / 3, 1.0, 1.0, 0.0, 0.0]),
-            n_cells,
-        )
-        flat["extra dedicated, one feature dropped"] = variance
-        flat["extra dedicated, others antipodal"] = equal_pair
-        flat["extra antipodal with one feature"] = extra_pair
-        flat["triangle"] = triangle
-    candidates = CANDIDATES[key]
-    stacked = np.stack([flat[candidate.name] for candidate in candidates])  # (n_cand, cells)
+    cells = np.arange(r.size)
+    losses, solutions = [], []
+    for start, loss, solution in _candidates(key, r, p).values():
+        values, theta = _compass_search(loss, start, r.size)
+        losses.append(values)
+        solutions.append(solution(theta, cells))
+    stacked = np.stack(losses)  # (n_candidates, cells)
     best = np.argmax(stacked <= stacked.min(0) + _TIE_TOLERANCE, axis=0)
-    phases = np.array([candidate.phase for candidate in candidates])
+    W = np.stack([W for W, _ in solutions])[best, cells]
+    b = np.stack([b for _, b in solutions])[best, cells]
     shape = (r_axis.size, p_axis.size)
     return PhaseDiagram(
         relative_importance=r_axis,
         feature_probability=p_axis,
-        candidates=candidates,
-        losses={name: values.reshape(shape) for name, values in flat.items()},
+        candidates=CANDIDATES[key],
+        losses={
+            name: values.reshape(shape)
+            for name, values in zip(CANDIDATES[key], losses, strict=True)
+        },
         best=best.reshape(shape),
-        labels=phases[best].reshape(shape),
+        W=W.reshape(*shape, n_hidden, n_features),
+        b=b.reshape(*shape, n_features),
+        labels=classify_solution(W).reshape(shape),
     )
 
 
