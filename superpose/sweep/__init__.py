@@ -1,0 +1,40 @@
+"""Sweeps: grids of toy-model trainings, packed into batched models, stored resumably.
+
+A sweep spec (TOML or :class:`SweepSpec`) names fixed fields and swept axes; every grid
+point is a cell identified by a hash of its full config. Cells that share shapes train
+together as instances of one :class:`~superpose.ToyModel` (:mod:`.packing`), each with its
+own seed-keyed data stream so that packing never changes a cell's result (:mod:`.streams`).
+Results go to an SQLite + weight-file store (:mod:`.store`) chunk by chunk, so a rerun
+resumes where a killed one stopped; chunks run in-process or as Ray tasks (:mod:`.backends`).
+
+Example::
+
+    from superpose import sweep
+    summary = sweep.run("experiments/phase_diagram.toml")   # -> results/phase_diagram
+    print(summary)
+    df = sweep.load("results/phase_diagram")                # one row per cell
+    W = sweep.load_weights("results/phase_diagram", df.config_hash[0])["W"]
+"""
+
+from superpose.sweep.execute import CellResult, run_chunk
+from superpose.sweep.packing import Chunk, pack
+from superpose.sweep.runner import SweepSummary, plan, run
+from superpose.sweep.spec import FIELDS, Cell, SweepSpec
+from superpose.sweep.store import ResultStore, load, load_model, load_weights
+
+__all__ = [
+    "FIELDS",
+    "Cell",
+    "CellResult",
+    "Chunk",
+    "ResultStore",
+    "SweepSpec",
+    "SweepSummary",
+    "load",
+    "load_model",
+    "load_weights",
+    "pack",
+    "plan",
+    "run",
+    "run_chunk",
+]
