@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from superpose._checks import ArrayLike, positive_int
+from superpose.analysis import REPRESENTED_NORM
 
 MAX_EXACT_FEATURES = 12
 """:func:`expected_loss` sums over all ``2**n_features`` active sets; larger ``n`` is refused."""
@@ -340,15 +341,21 @@ def expected_loss(
     exact convolution of a piecewise polynomial (in t) with a uniform density, represented
     per piece in local Taylor coefficients (knots at the subset sums of ``a``).
 
-    Error bound. The result is exact up to floating-point rounding: no quadrature or
-    truncation error. Rounding is kept benign by construction (local coordinates, no division
-    by a small ``|a_j|`` except of quantities that are themselves ``O(|a_j|)``, coordinates
-    integrated in ascending ``|a_j|``); the absolute error is a modest multiple of
-    ``ε · Σ_i I_i (|b_i| + Σ_j |P_ij| + 1)²`` with ``ε ≈ 1.1e-16`` — measured below ``1e-13``
-    against exact rational arithmetic in the tests. ``|P_ij| < 1e-100`` is treated as 0.
+    Error bound. There is no quadrature or truncation error: the result is exact up to
+    floating-point rounding. Rounding stays at the level of the integrand's own size because
+    every step works in local coordinates (Taylor coefficients about each piece's start), only
+    quantities that are themselves ``O(|a_j|)`` are divided by ``|a_j|``, and coordinates are
+    integrated in ascending ``|a_j|`` so that no cumulative sum exceeds ``k`` times the current
+    step's scale. The absolute error is then a small multiple of
+    ``ε · 2^n · Σ_i I_i (|b_i| + Σ_j |P_ij| + 1)²`` (``ε ≈ 1.1e-16``): a rounding estimate,
+    not a proven bound; against exact rational arithmetic (including entries of ``P`` down
+    to 1e-9 and near-equal ones) we measure errors below 2e-15 on single terms and 1e-13 on
+    whole losses. Entries ``|P_ij| < 1e-100`` are treated as 0 (an error below 1e-99).
 
     Cost: ``O(2^n · n · 2^{|S|})`` small-array work per instance, vectorised over instances,
-    active sets and outputs; about 20 ms for 100 instances of ``n=5, m=2``.
+    active sets and outputs; active sets of probability 0 in every instance are skipped.
+    About 0.05–0.1 s for 100 instances of ``n=5, m=2`` and 1 s for one instance of ``n=10``
+    on 2 CPU cores.
 
     Args:
         W: ``(n_hidden, n_features)`` or ``(instance, n_hidden, n_features)``;
@@ -703,7 +710,7 @@ def phase_diagram(
 def classify_solution(
     W: ArrayLike,
     *,
-    norm_threshold: float = 0.5,
+    norm_threshold: float = REPRESENTED_NORM,
     overlap_threshold: float = 0.3,
 ) -> np.ndarray:
     """Phase label of the extra (last) feature in trained weights, as in :func:`phase_diagram`.
