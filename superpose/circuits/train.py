@@ -1,16 +1,19 @@
 """Training of attention-only transformers on a token task: next-token cross entropy, AdamW.
 
-Follows the core trainer's conventions: a ``seed`` fixing the data stream, a learning-rate
-schedule with optional warm-up, a progress bar that ``progress=False`` turns off, and a loss
-history logged at a chosen interval (plus any evaluation metrics logged alongside).
+Follows the core trainer's conventions (:func:`superpose.train.train`): a ``seed`` fixing the
+data stream, the same learning-rate schedules with optional warm-up, a progress bar that
+``progress=False`` turns off, a loss history logged every ``log_every`` steps (plus any
+evaluation metrics logged alongside), and :class:`~superpose.train.TrainingDiverged` on a NaN
+or infinite loss.
 """
 
 from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Protocol
 
 import torch
@@ -20,8 +23,7 @@ from tqdm.auto import tqdm
 from superpose._checks import make_generator, positive_int, resolve_device
 from superpose.circuits.model import AttnOnlyTransformer
 from superpose.circuits.tasks import Batch
-
-SCHEDULES = ("constant", "linear", "cosine")
+from superpose.train import SCHEDULES, TrainingDiverged, lr_factor
 
 
 class Task(Protocol):
@@ -38,16 +40,20 @@ class TrainResult:
     """History of one training run.
 
     Attributes:
-        steps: the steps at which the history was logged (after that many updates).
-        loss: mean training loss over the updates since the previous log, one per step logged.
-        metrics: each evaluation metric's values at the logged steps.
-        wall_time: seconds spent training.
+        history_steps: ``(n_logs,)`` the step at the end of each logging interval.
+        history_loss: ``(n_logs,)`` mean training loss over each interval.
+        history_metrics: each evaluation metric's values ``(n_logs,)`` at those steps.
+        wall_time: seconds spent in the training loop, evaluations included.
+        steps: optimisation steps taken.
+        device: where it ran.
     """
 
-    steps: list[int] = field(default_factory=list)
-    loss: list[float] = field(default_factory=list)
-    metrics: dict[str, list[float]] = field(default_factory=dict)
-    wall_time: float = 0.0
+    history_steps: torch.Tensor
+    history_loss: torch.Tensor
+    history_metrics: dict[str, torch.Tensor]
+    wall_time: float
+    steps: int
+    device: str
 
 
 def next_token_losses(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
@@ -64,21 +70,19 @@ def next_token_losses(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tenso
     return F.cross_entropy(logits[:, :-1].transpose(1, 2), tokens[:, 1:], reduction="none")
 
 
-def learning_rate_factor(step: int, steps: int, schedule: str, warmup_steps: int) -> float:
-    """Multiplier of the base learning rate at ``step`` (0-based) of ``steps``.
+@contextmanager
+def cpu_threads(n_threads: int) -> Iterator[None]:
+    """Run the enclosed block with ``torch.set_num_threads(n_threads)``, then restore.
 
-    Linear warm-up from ``1 / warmup_steps`` to 1 over the first ``warmup_steps`` steps, then
-    ``schedule``: ``constant`` (1), ``linear`` (decay to 0 at the end) or ``cosine`` (half a
-    cosine down to 0 at the end).
+    These transformers are so small that one CPU thread trains them fastest, especially on a
+    machine shared with other jobs.
     """
-    if step < warmup_steps:
-        return (step + 1) / warmup_steps
-    progress = (step - warmup_steps) / max(1, steps - warmup_steps)
-    if schedule == "linear":
-        return 1.0 - progress
-    if schedule == "cosine":
-        return 0.5 * (1.0 + math.cos(math.pi * progress))
-    return 1.0
+    previous = torch.get_num_threads()
+    torch.set_num_threads(positive_int("n_threads", n_threads))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 def train(
@@ -88,13 +92,13 @@ def train(
     steps: int,
     batch_size: int = 64,
     lr: float = 1e-3,
-    weight_decay: float = 0.0,
     schedule: str = "cosine",
     warmup_steps: int = 0,
-    seed: int | torch.Generator | None = 0,
+    weight_decay: float = 0.0,
     log_every: int = 10,
     evaluate: Callable[[AttnOnlyTransformer], dict[str, float]] | None = None,
-    device: str = "cpu",
+    seed: int | torch.Generator = 0,
+    device: str | torch.device | None = "cpu",
     progress: bool = True,
 ) -> TrainResult:
     """Train ``model`` in place on fresh batches of ``task`` with AdamW.
@@ -102,72 +106,81 @@ def train(
     Args:
         model: the transformer; its ``d_vocab`` and ``n_ctx`` must cover the task's.
         task: a token task with ``sample(n_seq, seed)``.
-        steps: number of updates.
-        batch_size: sequences per update.
-        lr: peak learning rate (> 0).
-        weight_decay: AdamW weight decay (>= 0).
-        schedule: one of :data:`SCHEDULES`.
+        steps: optimisation steps.
+        batch_size: sequences per step.
+        lr: peak learning rate, scaled by :func:`superpose.train.lr_factor` each step.
+        schedule: one of :data:`superpose.train.SCHEDULES`, after ``warmup_steps`` of warm-up.
         warmup_steps: linear warm-up steps, in ``[0, steps]``.
-        seed: int or ``torch.Generator`` for the stream of batches.
-        log_every: log the mean training loss (and ``evaluate``) every this many steps and
-            after the last step.
+        weight_decay: AdamW's decoupled weight decay (>= 0).
+        log_every: steps per history entry (and per NaN/inf check and ``evaluate`` call).
         evaluate: optional function of the model returning named floats to log; called under
             ``torch.no_grad`` with the model in eval mode.
+        seed: int or ``torch.Generator`` for the stream of batches.
         device: ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"auto"``.
         progress: show a tqdm progress bar.
 
-    Returns:
-        The :class:`TrainResult`. Raises ``FloatingPointError`` naming the step if the loss
-        becomes NaN or infinite.
+    Raises:
+        TrainingDiverged: the loss became NaN/inf; the error names the step (instance 0).
     """
+    if not isinstance(model, AttnOnlyTransformer):
+        raise TypeError(f"model must be an AttnOnlyTransformer, got {type(model).__name__}")
     steps = positive_int("steps", steps)
     batch_size = positive_int("batch_size", batch_size)
     log_every = positive_int("log_every", log_every)
+    if not (isinstance(lr, int | float) and lr > 0 and math.isfinite(lr)):
+        raise ValueError(f"lr must be a positive finite number, got {lr!r}")
     if schedule not in SCHEDULES:
         raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
-    if not lr > 0:
-        raise ValueError(f"lr must be > 0, got {lr!r}")
-    if not weight_decay >= 0:
+    if not (isinstance(warmup_steps, int) and 0 <= warmup_steps <= steps):
+        raise ValueError(f"warmup_steps must be an int in [0, steps={steps}], got {warmup_steps!r}")
+    if not (isinstance(weight_decay, int | float) and weight_decay >= 0):
         raise ValueError(f"weight_decay must be >= 0, got {weight_decay!r}")
-    if not 0 <= warmup_steps <= steps:
-        raise ValueError(f"warmup_steps must lie in [0, steps={steps}], got {warmup_steps!r}")
     if task.d_vocab > model.d_vocab or task.n_ctx > model.n_ctx:
         raise ValueError(
-            f"task (d_vocab={task.d_vocab}, n_ctx={task.n_ctx}) does not fit the "
-            f"model (d_vocab={model.d_vocab}, n_ctx={model.n_ctx})"
+            f"task (d_vocab={task.d_vocab}, n_ctx={task.n_ctx}) does not fit the model "
+            f"(d_vocab={model.d_vocab}, n_ctx={model.n_ctx})"
         )
-    target = resolve_device(device)
+    device = resolve_device(device)
+    model.to(device)
     generator = make_generator(seed)
-    model.to(target)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: learning_rate_factor(step, steps, schedule, warmup_steps)
-    )
-    result = TrainResult()
+    interval = torch.zeros(log_every)
+    logged_steps: list[int] = []
+    logged_loss: list[float] = []
+    metrics: dict[str, list[float]] = {}
+    bar = tqdm(total=steps, disable=not progress, desc="train transformer", unit="step")
     start = time.perf_counter()
-    running, counted = 0.0, 0
-    bar = tqdm(range(steps), disable=not progress, desc="train", leave=False)
-    for step in bar:
-        tokens = task.sample(batch_size, generator).tokens.to(target)
+    for step in range(steps):
+        for group in optimizer.param_groups:
+            group["lr"] = lr * lr_factor(step, steps, schedule, warmup_steps)
+        tokens = task.sample(batch_size, generator).tokens.to(device)
         loss = next_token_losses(model(tokens), tokens).mean()
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"loss became {loss.item()} at step {step}")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        scheduler.step()
-        running += loss.item()
-        counted += 1
+        interval[step % log_every] = loss.detach().cpu()
         if (step + 1) % log_every == 0 or step + 1 == steps:
-            result.steps.append(step + 1)
-            result.loss.append(running / counted)
-            bar.set_postfix(loss=f"{running / counted:.4f}")
-            running, counted = 0.0, 0
+            filled = interval[: step % log_every + 1]
+            if not torch.isfinite(filled).all():
+                bad = int((~torch.isfinite(filled)).nonzero()[0])
+                raise TrainingDiverged(step - step % log_every + bad, [0])
+            logged_steps.append(step + 1)
+            logged_loss.append(filled.mean().item())
+            bar.update(step % log_every + 1)
+            bar.set_postfix(loss=f"{logged_loss[-1]:.4g}")
             if evaluate is not None:
                 model.eval()
                 with torch.no_grad():
                     for name, value in evaluate(model).items():
-                        result.metrics.setdefault(name, []).append(float(value))
+                        metrics.setdefault(name, []).append(float(value))
                 model.train()
-    result.wall_time = time.perf_counter() - start
-    return result
+    wall_time = time.perf_counter() - start
+    bar.close()
+    return TrainResult(
+        history_steps=torch.tensor(logged_steps),
+        history_loss=torch.tensor(logged_loss),
+        history_metrics={name: torch.tensor(values) for name, values in metrics.items()},
+        wall_time=wall_time,
+        steps=steps,
+        device=str(device),
+    )
