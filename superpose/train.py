@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -111,6 +112,7 @@ def train(
     device: str | torch.device | None = "cpu",
     progress: bool = True,
     method: str = "auto",
+    on_log: Callable[[int, ToyModel], None] | None = None,
 ) -> TrainResult:
     """Train every instance of ``model`` on ``data`` with AdamW; the model is updated in place.
 
@@ -136,6 +138,8 @@ def train(
             :func:`superpose.fast.supports` the model (every kind of a plain ``ToyModel``)
             and falls back to ``"reference"`` otherwise (a subclass overriding the forward
             pass or the loss). Both draw the same batches from the same seed.
+        on_log: called as ``on_log(step, model)`` after each logging interval (``step`` counts
+            the steps taken), e.g. to snapshot weights for learning-dynamics plots.
 
     Raises:
         TrainingDiverged: a loss became NaN/inf; the error names the step and instances.
@@ -197,6 +201,8 @@ def train(
             history_loss[step // log_every] = filled.mean(0).cpu()
             bar.update(step % log_every + 1)
             bar.set_postfix(loss=f"{history_loss[step // log_every].mean().item():.4g}")
+            if on_log is not None:
+                on_log(step + 1, model)
     wall_time = time.perf_counter() - start
     bar.close()
     history_steps = torch.clamp(torch.arange(1, n_logs + 1) * log_every, max=steps)

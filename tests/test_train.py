@@ -139,3 +139,18 @@ def test_mismatched_model_and_data():
         train(ToyModel("relu", 1, 3, 2), SparseFeatures(4), steps=1, progress=False)
     with pytest.raises(TypeError, match="model must be"):
         train("model", SparseFeatures(4), steps=1, progress=False)
+
+
+def test_on_log_sees_each_interval():
+    seen = []
+    model = ToyModel("relu", 2, 5, 2, seed=0)
+    train(
+        model,
+        SparseFeatures(5, 0.1, seed=0),
+        steps=250,
+        log_every=100,
+        progress=False,
+        on_log=lambda step, m: seen.append((step, m.W.detach().clone())),
+    )
+    assert [step for step, _ in seen] == [100, 200, 250]
+    assert torch.equal(seen[-1][1], model.W) and not torch.equal(seen[0][1], model.W)
