@@ -1,0 +1,250 @@
+"""Running sweeps locally: packing correctness, the store, divergence, resume, concurrent reads."""
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from superpose import sweep
+from superpose.analysis import scalar_metrics
+from superpose.sweep import Chunk, SweepSpec, run_chunk
+from superpose.sweep.store import DATABASE
+from superpose.sweep.streams import CellStreams
+
+ROOT = Path(__file__).resolve().parents[1]
+METRICS = ["final_loss", "dimensions_per_feature", "mean_superposition", "n_represented"]
+
+
+def small_spec(name="t", steps=60, seeds=(0, 1), max_chunk_cells=2048, **training):
+    return SweepSpec.from_dict(
+        {
+            "name": name,
+            "fixed": {"kind": "relu", "n_features": 3, "n_hidden": 2, "importance_decay": 0.8},
+            "axes": {
+                "feature_probability": {"logspace": [1, 0.05], "num": 3},
+                "relative_importance": [0.5, 2.0],
+                "seed": list(seeds),
+            },
+            "training": {"steps": steps, "batch_size": 128, "lr": 0.01, "eval_samples": 2048}
+            | training,
+            "execution": {"max_chunk_cells": max_chunk_cells},
+        }
+    )
+
+
+def by_hash(frame):
+    return frame.set_index("config_hash").sort_index()
+
+
+def test_streams_do_not_depend_on_packing():
+    p = torch.tensor([[0.5, 0.5], [0.2, 0.9], [0.5, 0.5]])
+    packed = CellStreams(p, [3, 5, 3])
+    alone = CellStreams(p[1:2], [5])
+    first, second = packed.stream_draw(64, 0), packed.stream_draw(64, 0)
+    assert torch.equal(first[1:2], alone.stream_draw(64, 0))
+    assert torch.equal(second[1:2], alone.stream_draw(64, 0))
+    assert torch.equal(first[0], first[2])  # same seed, same probability: same batch
+    assert not torch.equal(first, second)
+    assert not torch.equal(
+        packed.stream_draw(64, 1)[1], CellStreams(p[1:2], [5]).stream_draw(64, 0)
+    )
+
+
+def test_packed_cells_match_cells_trained_alone():
+    cells = small_spec().cells()
+    packed = run_chunk(Chunk(tuple(cells), 0))
+    for k in (0, 5, 11):
+        alone = run_chunk(Chunk((cells[k],), 0))[0]
+        assert alone.cell == packed[k].cell and alone.status == "done"
+        assert alone.final_loss == pytest.approx(packed[k].final_loss, rel=1e-5, abs=1e-7)
+        for name, tensor in alone.weights.items():
+            torch.testing.assert_close(tensor, packed[k].weights[name], rtol=1e-5, atol=1e-6)
+        for name, value in alone.metrics.items():
+            assert value == pytest.approx(packed[k].metrics[name], rel=1e-4, abs=1e-6)
+
+
+def test_run_store_load_and_rerun_skips(tmp_path):
+    spec = small_spec(max_chunk_cells=5)
+    summary = sweep.run(spec, out=tmp_path, progress=False)
+    assert (summary.cells, summary.done, summary.skipped, summary.failed) == (12, 12, 0, 0)
+    assert "12 cells: 12 done, 0 skipped, 0 failed" in str(summary)
+    frame = sweep.load(tmp_path)
+    assert len(frame) == 12 and set(frame.status) == {"done"}
+    assert set(frame.config_hash) == {c.config_hash for c in spec.cells()}
+    assert set(frame.chunk_cells) == {4}  # 12 cells, at most 5 per chunk: 3 chunks of 4
+    for column in ["kind", "n_features", "seed", "lr", "version", "wall_time", *METRICS]:
+        assert frame[column].notna().all(), column
+    row = frame.iloc[3]
+    weights = sweep.load_weights(tmp_path, row.config_hash)
+    assert weights["W"].shape == (2, 3)
+    model = sweep.load_model(tmp_path, row.config_hash)
+    assert torch.equal(model.W[0], weights["W"])
+    assert model.importance[0].tolist() == pytest.approx([1.0, 0.8, 0.64 * row.relative_importance])
+    for name, value in scalar_metrics(model.W).items():
+        assert float(value[0]) == pytest.approx(row[name], rel=1e-5, abs=1e-7), name
+
+    again = sweep.run(spec, out=tmp_path, progress=False)
+    assert (again.done, again.skipped, again.failed) == (0, 12, 0)
+    pd.testing.assert_frame_equal(sweep.load(tmp_path), frame)
+
+
+def test_changed_spec_reuses_matching_cells(tmp_path):
+    sweep.run(small_spec(seeds=(0,)), out=tmp_path, progress=False)
+    before = by_hash(sweep.load(tmp_path))
+    summary = sweep.run(small_spec(seeds=(0, 1)), out=tmp_path, progress=False)
+    assert (summary.done, summary.skipped) == (6, 6)
+    after = by_hash(sweep.load(tmp_path))
+    assert len(after) == 12
+    pd.testing.assert_frame_equal(after.loc[before.index], before)
+    assert "12 finished, 0 to train" in sweep.plan(small_spec(seeds=(0, 1)), out=tmp_path)
+
+
+def test_diverged_cells_are_recorded_and_the_rest_train_as_alone(tmp_path):
+    spec = SweepSpec.from_dict(
+        {
+            "name": "diverge",
+            "fixed": {"kind": "linear", "n_features": 2, "n_hidden": 1},
+            # importance 1e35 with lr 1e4 overflows float32 at once; importance 1 does not
+            "axes": {"relative_importance": [1.0, 1e35, 0.5], "seed": [0, 1]},
+            "training": {"steps": 20, "batch_size": 32, "lr": 1e4, "eval_samples": 256},
+        }
+    )
+    summary = sweep.run(spec, out=tmp_path, progress=False)
+    assert (summary.done, summary.failed) == (4, 2)
+    assert "diverged" in str(summary)
+    frame = by_hash(sweep.load(tmp_path))
+    bad = frame[frame.relative_importance > 1e30]
+    assert set(bad.status) == {"diverged"} and bad.final_loss.isna().all()
+    assert bad.error.str.contains("NaN/inf").all()
+    good = spec.cells()[4]
+    alone = run_chunk(Chunk((good,), 0))[0]
+    assert alone.final_loss == pytest.approx(frame.loc[good.config_hash, "final_loss"], rel=1e-5)
+    with pytest.raises(KeyError, match="no weights"):
+        sweep.load_weights(tmp_path, bad.index[0])
+    rerun = sweep.run(spec, out=tmp_path, progress=False)
+    assert (rerun.done, rerun.skipped, rerun.failed) == (0, 6, 0)  # divergence is not retried
+
+
+def test_errors_are_recorded_and_retried(tmp_path, monkeypatch):
+    spec = small_spec(seeds=(0,), steps=5)
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("out of cheese")
+
+    monkeypatch.setattr("superpose.sweep.execute.train", broken)
+    summary = sweep.run(spec, out=tmp_path, progress=False)
+    assert (summary.done, summary.failed) == (0, 6)
+    assert "RuntimeError: out of cheese" in str(summary)
+    assert set(sweep.load(tmp_path).status) == {"error"}
+    monkeypatch.undo()
+    retry = sweep.run(spec, out=tmp_path, progress=False)
+    assert (retry.done, retry.skipped) == (6, 0)
+
+
+def test_bad_arguments(tmp_path):
+    with pytest.raises(ValueError, match="backend must be one of"):
+        sweep.run(small_spec(), out=tmp_path, backend="dask")
+    with pytest.raises(ValueError, match="address applies only to backend='ray'"):
+        sweep.run(small_spec(), out=tmp_path, address="auto", progress=False)
+    with pytest.raises(FileNotFoundError, match="no sweep results"):
+        sweep.load(tmp_path / "missing")
+
+
+def test_spec_path_and_default_out(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    path = tmp_path / "s.toml"
+    path.write_text(
+        'name = "tiny"\n[fixed]\nkind = "linear"\nn_features = 2\nn_hidden = 1\n'
+        "[axes]\nseed = [0, 1]\n[training]\nsteps = 3\neval_samples = 16\n"
+    )
+    summary = sweep.run(path, progress=False)
+    assert summary.out == Path("results/tiny") and summary.done == 2
+    assert len(sweep.load(tmp_path / "results" / "tiny")) == 2
+
+
+def _done_rows(out: Path) -> int:
+    try:
+        with sqlite3.connect(out / DATABASE, timeout=30) as connection:
+            return connection.execute("SELECT count(*) FROM cells").fetchone()[0]
+    except sqlite3.OperationalError:  # not created yet
+        return 0
+
+
+def test_resume_after_kill_matches_an_uninterrupted_run(tmp_path):
+    spec_path = tmp_path / "resume.toml"
+    spec_path.write_text(
+        'name = "resume"\n[fixed]\nkind = "relu"\nn_features = 3\nn_hidden = 2\n'
+        "[axes]\nfeature_probability = { logspace = [1, 0.05], num = 3 }\nseed = [0, 1]\n"
+        "[training]\nsteps = 100\nbatch_size = 128\nlr = 0.01\neval_samples = 2048\n"
+        "[execution]\nmax_chunk_cells = 1\n"
+    )
+    killed = tmp_path / "killed"
+    code = (
+        "import sys; from superpose import sweep; "
+        "sweep.run(sys.argv[1], out=sys.argv[2], progress=False)"
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-c", code, str(spec_path), str(killed)],
+        cwd=ROOT,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while _done_rows(killed) == 0 and process.poll() is None:
+            assert time.monotonic() < deadline, "the sweep stored nothing in 120 s"
+            time.sleep(0.02)
+        process.send_signal(signal.SIGKILL)
+    finally:
+        process.wait()
+    stored = _done_rows(killed)
+    assert 1 <= stored < 6, "kill the sweep mid-way"
+    assert len(sweep.load(killed)) == stored  # the store opens cleanly after the kill
+
+    resumed = sweep.run(spec_path, out=killed, progress=False)
+    assert (resumed.skipped, resumed.done) == (stored, 6 - stored)
+    sweep.run(spec_path, out=tmp_path / "whole", progress=False)
+    a, b = by_hash(sweep.load(killed)), by_hash(sweep.load(tmp_path / "whole"))
+    assert list(a.index) == list(b.index)
+    np.testing.assert_allclose(a[METRICS].to_numpy(), b[METRICS].to_numpy(), rtol=1e-5, atol=1e-7)
+    for config_hash in a.index:
+        torch.testing.assert_close(
+            sweep.load_weights(killed, config_hash),
+            sweep.load_weights(tmp_path / "whole", config_hash),
+            rtol=1e-5,
+            atol=1e-6,
+        )
+
+
+def test_readers_see_consistent_results_while_a_sweep_writes(tmp_path):
+    spec = small_spec(steps=100, max_chunk_cells=1)
+    writer = threading.Thread(
+        target=sweep.run, args=(spec,), kwargs={"out": tmp_path, "progress": False}
+    )
+    writer.start()
+    counts = []
+    try:
+        while writer.is_alive():
+            if not (tmp_path / DATABASE).exists():
+                time.sleep(0.01)
+                continue
+            try:
+                frame = sweep.load(tmp_path)
+            except FileNotFoundError:  # the database exists but its tables do not yet
+                continue
+            counts.append(len(frame))
+            for config_hash in frame.config_hash:
+                assert sweep.load_weights(tmp_path, config_hash)["W"].shape == (2, 3)
+            time.sleep(0.01)
+    finally:
+        writer.join()
+    assert counts == sorted(counts) and len(set(counts)) > 2, counts
+    assert len(sweep.load(tmp_path)) == 12
