@@ -9,13 +9,20 @@ is active at a time), as in the TMS section on correlated and anticorrelated fea
 Sampling uses one uniform number ``u`` per element: the feature is active when
 ``u < p`` and then ``u / p`` is again uniform on ``[0, 1)``, so it serves as the magnitude's
 source through the distribution's inverse CDF. That halves the random numbers drawn
-compared with drawing activity and magnitude separately.
+compared with drawing activity and magnitude separately. On CPU the uniforms come from
+numpy's PCG64, seeded by one draw from the caller's ``torch.Generator`` and split into fixed
+chunks filled in parallel (faster than torch's serial CPU generator; the chunking does not
+depend on the thread count, so batches depend only on the seed).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from functools import cache
 
+import numpy as np
 import torch
 
 from superpose._checks import (
@@ -40,6 +47,42 @@ MAGNITUDES: dict[str, InverseCDF] = {
 ``uniform``: U[0, 1] (the paper's default); ``signed_uniform``: U[-1, 1] (the computation
 model's input); ``constant``: always 1; ``exponential``: Exp(1).
 """
+
+
+UNIFORM_CHUNK = 2**19
+"""Uniforms per independent PCG64 stream on CPU (fixed, so samples never depend on threads)."""
+
+
+def uniform(shape: tuple[int, ...], generator: torch.Generator) -> torch.Tensor:
+    """Float32 numbers uniform on ``[0, 1)`` shaped ``shape``, on ``generator``'s device and
+    reproducible from its state (which advances by one draw on CPU).
+
+    CUDA: ``torch.rand``. CPU: one 63-bit seed drawn from ``generator`` seeds numpy PCG64
+    streams (``numpy.random.SeedSequence.spawn``), one per :data:`UNIFORM_CHUNK` numbers,
+    filled by a thread pool (numpy releases the GIL while filling).
+    """
+    if generator.device.type != "cpu":
+        return torch.rand(shape, generator=generator, device=generator.device)
+    seed = int(torch.randint(2**63 - 1, (), generator=generator))
+    out = np.empty(math.prod(shape), dtype=np.float32)
+    starts = range(0, out.size, UNIFORM_CHUNK)
+    streams = np.random.SeedSequence(seed).spawn(len(starts))
+
+    def fill(chunk: int) -> None:
+        start = starts[chunk]
+        rng = np.random.Generator(np.random.PCG64(streams[chunk]))
+        rng.random(out=out[start : start + UNIFORM_CHUNK], dtype=np.float32)
+
+    if len(starts) == 1:
+        fill(0)
+    else:
+        list(_fill_pool().map(fill, range(len(starts))))
+    return torch.from_numpy(out).view(shape)
+
+
+@cache
+def _fill_pool() -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(max_workers=torch.get_num_threads(), thread_name_prefix="uniform")
 
 
 class SparseFeatures:
@@ -174,17 +217,19 @@ class SparseFeatures:
         probability = broadcast_instances(
             "feature_probability", self.feature_probability, n_instances
         ).to(generator.device)[:, None, :]
-        u = torch.rand(
-            n_instances, batch_size, self.n_features, generator=generator, device=generator.device
-        )
+        u = uniform((n_instances, batch_size, self.n_features), generator)
+        if self._set_index is None and self._inverse_cdf is MAGNITUDES["uniform"]:
+            # The common case in one division and one threshold (a masked where is several
+            # times slower): u < p exactly when the rounded u/p < 1, and -u/p > -1 keeps it.
+            # With p = 0 clamped to tiny, only u = 0 counts as active, with magnitude 0.
+            negative_source = u.div_(-probability.clamp_min(torch.finfo(u.dtype).tiny))
+            return torch.threshold_(negative_source, -1.0, -0.0).neg_()
         if self._set_index is None:
             active = u < probability
             source = u / probability.clamp_min(torch.finfo(u.dtype).tiny)
         else:
             n_sets = int(self._set_index.max()) + 1
-            w = torch.rand(
-                n_instances, batch_size, n_sets, generator=generator, device=generator.device
-            )
+            w = uniform((n_instances, batch_size, n_sets), generator)
             in_set = self._set_index >= 0
             w = torch.where(in_set, w[..., self._set_index.clamp_min(0)], u)
             lower = torch.where(in_set, self._lower * probability, 0.0)

@@ -61,10 +61,12 @@ def loss_and_backward(model: ToyModel, x: torch.Tensor) -> torch.Tensor:
     if model.kind != "linear":
         out.relu_()
     error = out - target
-    grad_out = error * scale
+    grad_out = error * scale  # the gradient before the output ReLU's mask
     loss = torch.linalg.vecdot(error.flatten(1), grad_out.flatten(1)) * 0.5
-    if model.kind != "linear":
-        grad_out = torch.ops.aten.threshold_backward(grad_out, out, 0.0)
+    del error
+    if model.kind != "linear":  # zero where out == 0, in place
+        torch.ops.aten.threshold_backward.grad_input(grad_out, out, 0.0, grad_input=grad_out)
+    del out
     grad_hidden = torch.bmm(grad_out, w_read.transpose(1, 2))  # (instance, batch, m)
     if model.kind != "linear" and model.kind != "relu":
         grad_hidden = torch.ops.aten.threshold_backward(grad_hidden, hidden, 0.0)
