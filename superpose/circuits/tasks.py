@@ -40,16 +40,21 @@ def _last_position_off(mask: torch.Tensor) -> torch.Tensor:
 
 
 class MarkovChain:
-    """A random first-order Markov chain over ``d_vocab`` tokens.
+    """A random Markov chain over ``d_vocab`` tokens, where each token depends on one before it.
 
-    Row ``a`` of the transition matrix is ``softmax(temperature · g_a)`` with ``g_a`` a standard
-    normal vector, so ``log_transition`` is known exactly. Sequences start from the stationary
-    distribution, so every position has the same token marginal.
+    Token ``t`` is drawn from row ``tokens[t - lag]`` of the transition matrix: ``lag=1`` is an
+    ordinary bigram chain (what the direct path learns); ``lag=2`` makes the token two back the
+    informative one, which a model can only use by moving it forward with a previous-token
+    head. Row ``a`` of the transition matrix is ``softmax(temperature · g_a)`` with ``g_a`` a
+    standard normal vector, so ``log_transition`` is known exactly. The first ``lag`` tokens
+    are drawn from the stationary distribution, so every position has the same marginal.
 
     Args:
         d_vocab: number of tokens.
         n_ctx: sequence length.
         temperature: spread of the transition logits (> 0; larger is more peaked).
+        lag: how many positions back the token that sets the next one's law is, in
+            ``[1, n_ctx)``.
         seed: int or ``torch.Generator`` for the transition matrix.
 
     Attributes:
@@ -64,11 +69,15 @@ class MarkovChain:
         n_ctx: int,
         *,
         temperature: float = 2.0,
+        lag: int = 1,
         seed: int | torch.Generator | None = 0,
     ) -> None:
         self.d_vocab, self.n_ctx = _check_sizes(d_vocab, n_ctx)
         if not temperature > 0:
             raise ValueError(f"temperature must be > 0, got {temperature!r}")
+        self.lag = positive_int("lag", lag)
+        if self.lag >= self.n_ctx:
+            raise ValueError(f"lag must lie in [1, n_ctx={self.n_ctx}), got {lag}")
         generator = make_generator(seed)
         logits = temperature * torch.randn(self.d_vocab, self.d_vocab, generator=generator)
         self.log_transition = logits.double().log_softmax(dim=-1).float()
@@ -78,16 +87,23 @@ class MarkovChain:
         self.stationary = (leading / leading.sum()).float()
 
     def sample(self, n_seq: int, seed: int | torch.Generator | None) -> Batch:
-        """``n_seq`` sequences of length ``n_ctx``; every position but the last is marked."""
+        """``n_seq`` sequences of length ``n_ctx``.
+
+        Marked are the positions whose next token's law is set by the chain, ``lag - 1 …
+        n_ctx - 2`` (all but the last for ``lag=1``).
+        """
         n_seq = positive_int("n_seq", n_seq)
         generator = make_generator(seed)
         tokens = torch.empty(n_seq, self.n_ctx, dtype=torch.long)
-        tokens[:, 0] = torch.multinomial(self.stationary, n_seq, True, generator=generator)
-        for pos in range(1, self.n_ctx):
-            rows = self.transition[tokens[:, pos - 1]]
+        tokens[:, : self.lag] = torch.multinomial(
+            self.stationary, n_seq * self.lag, True, generator=generator
+        ).reshape(n_seq, self.lag)
+        for pos in range(self.lag, self.n_ctx):
+            rows = self.transition[tokens[:, pos - self.lag]]
             tokens[:, pos] = torch.multinomial(rows, 1, generator=generator)[:, 0]
-        mask = _last_position_off(torch.ones_like(tokens, dtype=torch.bool))
-        return Batch(tokens, mask)
+        mask = torch.ones_like(tokens, dtype=torch.bool)
+        mask[:, : self.lag - 1] = False
+        return Batch(tokens, _last_position_off(mask))
 
 
 class SkipTrigrams:
@@ -164,7 +180,7 @@ class SkipTrigrams:
 
 
 class RepeatedTokens:
-    """Uniformly random tokens in which one segment is immediately repeated.
+    """Random tokens in which one segment is immediately repeated.
 
     Each sequence draws a segment length ``L`` uniformly from ``[min_len, max_len]`` and a start
     ``s`` uniformly from ``[0, n_ctx - 2L]`` (or ``s = start`` when given), then copies
@@ -178,12 +194,31 @@ class RepeatedTokens:
         n_ctx: sequence length.
         min_len, max_len: range of segment lengths, ``1 <= min_len <= max_len <= n_ctx // 2``.
         start: fixed start of the segment (so positions align across sequences), or ``None``.
+        background: draw the tokens from this chain (same ``d_vocab`` and ``n_ctx``) instead of
+            uniformly. A ``lag=2`` chain rewards a previous-token head on its own, the usual
+            first step towards induction heads.
     """
 
     def __init__(
-        self, d_vocab: int, n_ctx: int, *, min_len: int, max_len: int, start: int | None = None
+        self,
+        d_vocab: int,
+        n_ctx: int,
+        *,
+        min_len: int,
+        max_len: int,
+        start: int | None = None,
+        background: MarkovChain | None = None,
     ) -> None:
         self.d_vocab, self.n_ctx = _check_sizes(d_vocab, n_ctx)
+        if background is not None and (background.d_vocab, background.n_ctx) != (
+            self.d_vocab,
+            self.n_ctx,
+        ):
+            raise ValueError(
+                f"background must have d_vocab={self.d_vocab} and n_ctx="
+                f"{self.n_ctx}, got {background.d_vocab} and {background.n_ctx}"
+            )
+        self.background = background
         self.min_len = positive_int("min_len", min_len)
         self.max_len = positive_int("max_len", max_len)
         if not self.min_len <= self.max_len <= self.n_ctx // 2:
@@ -202,7 +237,10 @@ class RepeatedTokens:
         """``n_seq`` sequences; marked positions lie in the copy, before its last token."""
         n_seq = positive_int("n_seq", n_seq)
         generator = make_generator(seed)
-        tokens = torch.randint(self.d_vocab, (n_seq, self.n_ctx), generator=generator)
+        if self.background is None:
+            tokens = torch.randint(self.d_vocab, (n_seq, self.n_ctx), generator=generator)
+        else:
+            tokens = self.background.sample(n_seq, generator).tokens
         length = torch.randint(self.min_len, self.max_len + 1, (n_seq,), generator=generator)
         if self.start is None:
             start = (torch.rand(n_seq, generator=generator) * (self.n_ctx - 2 * length + 1)).long()
