@@ -507,7 +507,7 @@ def _compass_search(loss: _Loss, start: np.ndarray, n_cells: int) -> tuple[np.nd
 def _candidates(
     key: tuple[int, int], r: np.ndarray, p: np.ndarray
 ) -> dict[str, tuple[np.ndarray, _Loss, _Solution]]:
-    """Each candidate's ``(start (dim,), loss, solution)`` on the cells ``r (cells,)``,
+    """Each candidate's ``(starts (n_starts, dim), loss, solution)`` on the cells ``r (cells,)``,
     ``p (cells,)``; the loss may use a reduced model that leaves out exactly reconstructed
     dedicated features, the solution gives the full ``(W, b)``."""
     n_features, n_hidden = key
@@ -544,7 +544,7 @@ def _candidates(
     def parameter(index: int, sign: float = 1.0) -> Callable:
         return lambda theta, cell: sign * theta[:, index]
 
-    no_parameters = np.zeros(0)
+    no_parameters = np.zeros((1, 0))
     extra = n_features - 1
     candidates = {
         "extra ignored": (
@@ -553,7 +553,7 @@ def _candidates(
             placed({(h, h): one for h in range(n_hidden)}, {extra: mean}),
         )
     }
-    pair_start = np.array([1.0, 1.0, 0.0, 0.0])
+    pair_start = np.array([[1.0, 1.0, 0.0, 0.0]])
     if key == (2, 1):
         candidates["extra dedicated"] = (
             no_parameters,
@@ -606,11 +606,11 @@ def _candidates(
             {1: parameter(2), 2: parameter(3)},
         ),
     )
-    candidates["triangle"] = (
-        np.array([2 * np.pi / 3, 1.0, 1.0, 0.0, 0.0]),
-        triangle_loss,
-        triangle,
+    # the triangle from 120° (the regular triangle) and from 60° (one feature flipped)
+    triangle_starts = np.array(
+        [[2 * np.pi / 3, 1.0, 1.0, 0.0, 0.0], [np.pi / 3, 1.0, 1.0, 0.0, 0.0]]
     )
+    candidates["triangle"] = (triangle_starts, triangle_loss, triangle)
     return candidates
 
 
@@ -661,9 +661,10 @@ def phase_diagram(
     """TMS's phase-change diagram from the exact losses of the candidate solutions.
 
     For every cell ``(r, p)`` each candidate of :data:`CANDIDATES` is optimised over its free
-    parameters (norms, angle, biases) on the exact loss of :func:`expected_loss`, starting
-    from its ideal shape (unit norms, zero biases) — the first two candidates have closed-form
-    losses — and the lowest loss wins (ties within ``1e-10`` go to the earlier candidate).
+    parameters (norms, angle, biases) on the exact loss of :func:`expected_loss` by a local
+    search from its ideal shape (unit norms, zero biases; the triangle also from a 60°
+    opening) — the first two candidates have closed-form losses — and the lowest loss wins
+    (ties within ``1e-10`` go to the earlier candidate).
     The winner's weights are then labelled with :func:`classify_solution`, exactly as trained
     weights are, so a weak antipodal partner (norm ≤ 0.5) counts as not represented.
 
@@ -683,9 +684,11 @@ def phase_diagram(
     r, p = (grid.reshape(-1) for grid in np.meshgrid(r_axis, p_axis, indexing="ij"))
     cells = np.arange(r.size)
     losses, solutions = [], []
-    for start, loss, solution in _candidates(key, r, p).values():
-        values, theta = _compass_search(loss, start, r.size)
-        losses.append(values)
+    for starts, loss, solution in _candidates(key, r, p).values():
+        runs = [_compass_search(loss, start, r.size) for start in starts]
+        which = np.argmin([values for values, _ in runs], axis=0)
+        losses.append(np.stack([values for values, _ in runs])[which, cells])
+        theta = np.stack([theta for _, theta in runs])[which, cells]
         solutions.append(solution(theta, cells))
     stacked = np.stack(losses)  # (n_candidates, cells)
     best = np.argmax(stacked <= stacked.min(0) + _TIE_TOLERANCE, axis=0)
