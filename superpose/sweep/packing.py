@@ -37,11 +37,6 @@ class Chunk:
     cells: tuple[Cell, ...]
     index: int
 
-    @property
-    def config(self) -> dict:
-        """The fields all cells share (the group's key as a dict)."""
-        return dict(self.cells[0].group())
-
     def __len__(self) -> int:
         return len(self.cells)
 

@@ -284,6 +284,9 @@ class Cell:
         canonical = json.dumps(ordered, sort_keys=True, separators=(",", ":"))
         return cls(ordered, hashlib.sha256(canonical.encode()).hexdigest()[:20])
 
+    def __hash__(self) -> int:
+        return hash(self.config_hash)
+
     def importance(self) -> list[float]:
         """Per-feature importance ``(n_features,)``: ``importance_decay**i``, the last
         feature's multiplied by ``relative_importance``."""

@@ -10,7 +10,10 @@ batches therefore depend only on (seed, stream, batch shape), never on the packi
 Cells with the same seed see the same uniform numbers (common random numbers: at equal
 ``feature_probability`` the very same batches), which also makes neighbouring grid cells
 smoother to compare. It costs fewer random numbers than the shared stream: one block per
-distinct seed instead of one per instance, plus a gather.
+distinct seed instead of one per instance (plus a gather when a chunk mixes seeds).
+
+A feature is active when ``u / p < 1`` (in float32), i.e. when ``u < p`` up to rounding,
+and then takes the magnitude whose inverse CDF is evaluated at ``u / p``.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from superpose.data import SparseFeatures
+from superpose.data import MAGNITUDES, SparseFeatures
 
 TRAIN_STREAM = 0
 """Stream used for training batches (the trainer's ``seed``)."""
@@ -74,6 +77,8 @@ class CellStreams(SparseFeatures):
         position = {s: i for i, s in enumerate(self._distinct)}
         self._seed_index = torch.tensor([position[s] for s in self.seeds], device=self.device)
         self._generators: dict[int, list[torch.Generator]] = {}
+        tiny = torch.finfo(self.feature_probability.dtype).tiny
+        self._divisor = self.feature_probability.clamp_min(tiny)[:, None, :]
 
     def stream_draw(self, rows: int, stream: int) -> torch.Tensor:
         """The next ``rows`` samples of ``stream``: ``(instance, rows, n_features)``."""
@@ -84,14 +89,15 @@ class CellStreams(SparseFeatures):
                 for s in self._distinct
             ]
             self._generators[stream] = generators
-        blocks = [
-            torch.rand(rows, self.n_features, generator=g, device=self.device) for g in generators
-        ]
-        u = torch.stack(blocks)[self._seed_index]
-        probability = self.feature_probability[:, None, :]
-        active = u < probability
-        source = u / probability.clamp_min(torch.finfo(u.dtype).tiny)
-        return torch.where(active, self._inverse_cdf(source), 0.0)
+        u = torch.stack(
+            [torch.rand(rows, self.n_features, generator=g, device=self.device) for g in generators]
+        )
+        # one seed: a broadcast view instead of a copy per instance
+        u = u.expand(len(self.seeds), -1, -1) if len(generators) == 1 else u[self._seed_index]
+        source = u / self._divisor
+        if self._inverse_cdf is MAGNITUDES["uniform"]:
+            return source.masked_fill_(source >= 1.0, 0.0)
+        return torch.where(source < 1.0, self._inverse_cdf(source), 0.0)
 
     def draw(self, batch_size: int, n_instances: int, generator: torch.Generator) -> torch.Tensor:
         """``(instance, batch_size, n_features)`` from the stream named by ``generator``'s
