@@ -354,7 +354,7 @@ def expected_loss(
 
     Cost: ``O(2^n · n · 2^{|S|})`` small-array work per instance, vectorised over instances,
     active sets and outputs; active sets of probability 0 in every instance are skipped.
-    About 0.05–0.1 s for 100 instances of ``n=5, m=2`` and 1 s for one instance of ``n=10``
+    About 0.1 s for 100 instances of ``n=5, m=2`` and 1 s for one instance of ``n=10``
     on 2 CPU cores.
 
     Args:
