@@ -181,3 +181,31 @@ def neuron_monosemanticity(W: torch.Tensor | np.ndarray | ToyModel) -> torch.Ten
     """
     positive = _weights(W).clamp_min(0) ** 2
     return positive.amax(-1) / positive.sum(-1).clamp_min(_EPS)
+
+
+def cosine_similarity(W: torch.Tensor | np.ndarray | ToyModel) -> torch.Tensor:
+    """``Ŵ_i · Ŵ_j``: ``(instance, n_features, n_features)``, the cosine between feature
+    directions (0 involving an unrepresented, zero-norm feature)."""
+    W = _weights(W)
+    unit = W / feature_norms(W).clamp_min(_EPS)[:, None, :]
+    return unit.transpose(1, 2) @ unit
+
+
+def mean_cosine(
+    W: torch.Tensor | np.ndarray | ToyModel,
+    features_a: list[int] | tuple[int, ...],
+    features_b: list[int] | tuple[int, ...],
+) -> torch.Tensor:
+    """Mean cosine ``Ŵ_i · Ŵ_j`` over pairs ``i ∈ features_a``, ``j ∈ features_b``, ``i ≠ j``:
+    ``(instance,)``. Within one set (``features_a == features_b``) it is ≈ 1 when the set has
+    collapsed onto one direction, ≈ 0 for an orthogonal set and ≈ −1 for an antipodal pair."""
+    cosine = cosine_similarity(W)
+    a, b = list(features_a), list(features_b)
+    n = cosine.shape[-1]
+    if not a or not b or any(not 0 <= i < n for i in (*a, *b)):
+        raise ValueError(f"features must be non-empty lists of indices in [0, {n - 1}]")
+    pairs = [(i, j) for i in a for j in b if i != j]
+    if not pairs:
+        raise ValueError("mean_cosine needs at least one pair of distinct features")
+    rows, cols = zip(*pairs, strict=True)
+    return cosine[:, list(rows), list(cols)].mean(-1)

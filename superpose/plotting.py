@@ -98,3 +98,221 @@ def intro_figure(
     fig.suptitle("Superposition appears as features get sparser (n=5 features, m=2 dims)")
     fig.tight_layout()
     return fig
+
+
+STICKY_FRACTIONS = (
+    (1.0, "1"),
+    (3 / 4, "3/4"),
+    (2 / 3, "2/3"),
+    (1 / 2, "1/2"),
+    (2 / 5, "2/5"),
+    (3 / 8, "3/8"),
+)
+"""The feature-dimensionality fractions TMS finds models stick at, with their labels."""
+
+
+def sparsity_sweep_figure(
+    W: np.ndarray,
+    norms: np.ndarray,
+    superposition: np.ndarray,
+    feature_probability: Sequence[float],
+    title: str,
+) -> Figure:
+    """Per feature probability (one column each): ``WᵀW`` on top and the norm bars coloured by
+    superposition below, as in the TMS figure "superposition as sparsity varies".
+
+    Args:
+        W: ``(instance, n_hidden, n_features)``, one instance per probability.
+        norms: ``(instance, n_features)`` ``‖W_i‖``.
+        superposition: ``(instance, n_features)`` ``Σ_{j≠i}(Ŵ_i·W_j)²``.
+        feature_probability: ``(instance,)``.
+        title: the figure's title.
+    """
+    n_cols = len(feature_probability)
+    fig, axes = plt.subplots(2, n_cols, figsize=(1.75 * n_cols, 4.2), squeeze=False)
+    for col, probability in enumerate(feature_probability):
+        plot_gram(axes[0, col], W[col].T @ W[col])
+        plot_norm_bars(axes[1, col], norms[col], superposition[col])
+        axes[0, col].set_title(
+            f"1−S = {probability:g}\nS = {100 * (1 - probability):.1f}%", fontsize=9
+        )
+        axes[1, col].set_xlabel("‖W_i‖", fontsize=8)
+    axes[0, 0].set_ylabel("WᵀW")
+    axes[1, 0].set_ylabel("features (by importance)")
+    mappable = plt.cm.ScalarMappable(cmap="plasma", norm=plt.Normalize(0, 1 / 0.9))
+    bar = fig.colorbar(mappable, ax=axes[1, :].tolist(), shrink=0.8, pad=0.01)
+    bar.set_label("Σ_{j≠i} (Ŵ_i·W_j)²", fontsize=8)
+    fig.suptitle(title)
+    return fig
+
+
+def plot_dimensions_per_feature(
+    ax: Axes,
+    inverse_density: np.ndarray,
+    dimensions_per_feature: np.ndarray,
+    feature_dimensionality: np.ndarray | None = None,
+) -> None:
+    """Dimensions per feature ``(instance,)`` against ``1/(1−S)`` ``(instance,)`` on a log x
+    axis, the sticky fractions as dashed horizontal lines, and optionally each feature's
+    dimensionality ``(instance, n_features)`` as a faint scatter behind the curve."""
+    for fraction, label in STICKY_FRACTIONS:
+        ax.axhline(fraction, color="0.6", lw=0.8, ls="--", zorder=0)
+        ax.annotate(
+            label,
+            (1.0, fraction),
+            xycoords=("axes fraction", "data"),
+            xytext=(3, 0),
+            textcoords="offset points",
+            va="center",
+            fontsize=8,
+        )
+    if feature_dimensionality is not None:
+        rng = np.random.default_rng(0)
+        x = np.repeat(inverse_density[:, None], feature_dimensionality.shape[1], axis=1)
+        jitter = np.exp(rng.uniform(-0.04, 0.04, size=x.shape))
+        ax.scatter(
+            (x * jitter).ravel(),
+            feature_dimensionality.ravel(),
+            s=4,
+            alpha=0.25,
+            color="tab:blue",
+            lw=0,
+            label="feature dimensionality D_i",
+            zorder=1,
+        )
+    ax.plot(
+        inverse_density,
+        dimensions_per_feature,
+        color="k",
+        marker="o",
+        ms=3,
+        lw=1.5,
+        label="dimensions per feature m/‖W‖²_F",
+        zorder=2,
+    )
+    ax.set_xscale("log")
+    ax.set_ylim(-0.02, 1.1)
+    ax.set_xlabel("1/(1−S)")
+    ax.set_ylabel("dimensions per feature")
+
+
+def plot_stacked_counts(
+    ax: Axes, x_labels: Sequence[str], counts: np.ndarray, names: Sequence[str]
+) -> None:
+    """Stacked bars: one bar per row of ``counts: (n_bars, n_kinds)``, a segment per kind
+    coloured consistently, labelled ``names`` ``(n_kinds,)`` in the legend."""
+    colors = plt.get_cmap("tab10")(np.arange(len(names)) % 10)
+    bottom = np.zeros(len(counts))
+    positions = np.arange(len(counts))
+    for k, name in enumerate(names):
+        if counts[:, k].any():
+            ax.bar(positions, counts[:, k], bottom=bottom, color=colors[k], label=name, width=0.8)
+        bottom += counts[:, k]
+    ax.set_xticks(positions, x_labels, rotation=45, ha="right", fontsize=8)
+
+
+def plot_neuron_weights(ax: Axes, W: np.ndarray, threshold: float = 0.1) -> None:
+    """Each neuron's input weights ``W: (n_neurons, n_features)`` as a horizontal stacked bar:
+    positive weights to the right, negative to the left, one colour per feature (importance
+    order); a neuron is marked "mono" or "poly" by how many weights exceed ``threshold``."""
+    n_neurons, n_features = W.shape
+    colors = plt.get_cmap(FEATURE_CMAP)(np.linspace(0, 0.9, n_features))
+    for k in range(n_neurons):
+        right = left = 0.0
+        for i in range(n_features):
+            w = float(W[k, i])
+            if w > 0:
+                ax.barh(k, w, left=right, color=colors[i], height=0.8, lw=0)
+                right += w
+            elif w < 0:
+                ax.barh(k, w, left=left, color=colors[i], height=0.8, lw=0)
+                left += w
+    ax.axvline(0, color="k", lw=0.6)
+    ax.invert_yaxis()
+    ax.set_yticks(np.arange(n_neurons))
+    ax.tick_params(axis="y", labelsize=6)
+
+
+def plot_feature_directions_colored(
+    ax: Axes, W: np.ndarray, groups: Sequence[int], labels: bool = True
+) -> None:
+    """The columns of ``W: (2, n_features)`` as arrows from the origin coloured by ``groups``
+    ``(n_features,)`` (e.g. the correlated set a feature belongs to), numbered when ``labels``."""
+    if W.shape[0] != 2:
+        raise ValueError(f"needs W shaped (2, n_features), got {W.shape}")
+    palette = plt.get_cmap("tab10")
+    for i in range(W.shape[1]):
+        color = palette(int(groups[i]) % 10)
+        ax.annotate(
+            "",
+            xy=(W[0, i], W[1, i]),
+            xytext=(0, 0),
+            arrowprops={"arrowstyle": "-|>", "color": color, "lw": 1.6},
+        )
+        if labels:
+            ax.text(
+                1.12 * W[0, i],
+                1.12 * W[1, i],
+                str(i),
+                color=color,
+                fontsize=7,
+                ha="center",
+                va="center",
+            )
+    limit = max(1.3, 1.25 * float(np.abs(W).max()))
+    ax.set_xlim(-limit, limit)
+    ax.set_ylim(-limit, limit)
+    ax.set_aspect("equal")
+    ax.axhline(0, color="0.85", lw=0.5, zorder=0)
+    ax.axvline(0, color="0.85", lw=0.5, zorder=0)
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def neuron_weights_figure(
+    W: np.ndarray,
+    feature_probability: Sequence[float],
+    counts: dict[str, np.ndarray],
+    title: str,
+    counts_label: str = "neurons",
+) -> Figure:
+    """Per feature probability (one column each), each neuron's input weights as stacked bars
+    (:func:`plot_neuron_weights`), and below them ``counts`` against ``1 − S``.
+
+    Args:
+        W: ``(instance, n_neurons, n_features)`` input weights, one instance per probability.
+        feature_probability: ``(instance,)``.
+        counts: legend label → ``(instance,)`` values drawn as lines over ``1 − S`` (log x),
+            e.g. monosemantic and polysemantic neuron counts.
+        title: the figure's title.
+        counts_label: y label of the counts panel.
+    """
+    n_cols = len(feature_probability)
+    n_neurons = W.shape[1]
+    fig = plt.figure(figsize=(max(8.0, 1.8 * n_cols), 2.2 + 0.22 * n_neurons + 2.6))
+    grid = fig.add_gridspec(2, n_cols, height_ratios=[0.22 * n_neurons + 1.0, 2.4])
+    for col, probability in enumerate(feature_probability):
+        ax = fig.add_subplot(grid[0, col])
+        plot_neuron_weights(ax, W[col])
+        ax.set_title(f"1−S = {probability:g}", fontsize=9)
+        ax.tick_params(axis="x", labelsize=7)
+        if col == 0:
+            ax.set_ylabel("neuron")
+        else:
+            ax.set_yticklabels([])
+    mappable = plt.cm.ScalarMappable(
+        cmap=FEATURE_CMAP, norm=plt.Normalize(0, (W.shape[2] - 1) / 0.9)
+    )
+    bar = fig.colorbar(mappable, ax=fig.axes, shrink=0.6, pad=0.01)
+    bar.set_label("feature (by importance)", fontsize=8)
+    ax = fig.add_subplot(grid[1, :])
+    for label, values in counts.items():
+        ax.plot(feature_probability, values, marker="o", label=label)
+    ax.set_xscale("log")
+    ax.invert_xaxis()
+    ax.set_xlabel("feature probability 1−S (sparser →)")
+    ax.set_ylabel(counts_label)
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.suptitle(title)
+    return fig

@@ -1,0 +1,87 @@
+"""TMS "superposition as sparsity varies": n=20 features (importance 0.7**i) in m=5 dims."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import torch
+
+from superpose import SparseFeatures, ToyModel, analysis, train
+from superpose.circuits import cpu_threads
+from superpose.io import save_rows, save_tensors
+
+N_FEATURES = 20
+N_HIDDEN = 5
+IMPORTANCE_DECAY = 0.7
+FEATURE_PROBABILITY = (1.0, 0.3, 0.1, 0.03, 0.01, 0.003, 0.001)
+"""The paper's columns: sparsity 0, 70, 90, 97, 99, 99.7 and 99.9 %."""
+SEEDS = (0, 1)
+STEPS = 5000
+BATCH_SIZE = 1024
+LR = 1e-2
+
+
+def main(results: Path, device: str = "cpu", quick: bool = False) -> None:
+    """Train ReLU-output models, one instance per (feature probability, seed), and store the
+    lowest-loss seed of each probability in ``results/sparsity_sweep``: ``weights.pt``
+    (``W: (probability, 5, 20)``, ``b``, norms, superposition) and ``metrics.csv``."""
+    steps = 100 if quick else STEPS
+    probability = [p for p in FEATURE_PROBABILITY for _ in SEEDS]
+    seeds = [s for _ in FEATURE_PROBABILITY for s in SEEDS]
+    importance = [[IMPORTANCE_DECAY**i for i in range(N_FEATURES)]]
+    data = SparseFeatures(N_FEATURES, probability, seed=0, device=device)
+    model = ToyModel("relu", len(probability), N_FEATURES, N_HIDDEN, importance, seed=seeds)
+    start = time.perf_counter()
+    with cpu_threads(1):  # small models: one thread is fastest, above all on a shared CPU
+        result = train(
+            model,
+            data,
+            steps=steps,
+            batch_size=BATCH_SIZE,
+            lr=LR,
+            schedule="cosine",
+            device=device,
+            progress=not quick,
+        )
+    seconds = time.perf_counter() - start
+    loss = result.loss.view(len(FEATURE_PROBABILITY), len(SEEDS))
+    best = loss.argmin(1) + torch.arange(len(FEATURE_PROBABILITY)) * len(SEEDS)
+    W = model.W.detach().cpu()[best]
+    metrics = analysis.scalar_metrics(W)
+    folder = Path(results) / "sparsity_sweep"
+    save_tensors(
+        {
+            "W": W,
+            "b": model.b.detach().cpu()[best],
+            "feature_probability": torch.tensor(FEATURE_PROBABILITY),
+            "importance": torch.tensor(importance[0]),
+            "norms": analysis.feature_norms(W),
+            "superposition": analysis.superposition(W),
+            "loss": result.loss[best],
+            "config": {"steps": steps, "lr": LR, "seeds": list(SEEDS), "seconds": seconds},
+        },
+        folder / "weights.pt",
+    )
+    save_rows(
+        [
+            {
+                "feature_probability": p,
+                "seed": seeds[int(best[k])],
+                "loss": float(result.loss[best[k]]),
+                **{name: float(value[k]) for name, value in metrics.items()},
+            }
+            for k, p in enumerate(FEATURE_PROBABILITY)
+        ],
+        folder / "metrics.csv",
+    )
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--results", type=Path, default=Path("results"))
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args()
+    main(args.results, args.device, args.quick)

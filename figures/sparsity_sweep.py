@@ -1,0 +1,34 @@
+"""TMS "superposition as sparsity varies": WᵀW and norm bars coloured by superposition."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from superpose.io import load_tensors
+from superpose.plotting import save_figure, sparsity_sweep_figure
+
+
+def main(results: Path, out: Path) -> list[Path]:
+    """Draw ``out/sparsity_sweep.{png,pdf}`` from ``results/sparsity_sweep/weights.pt``."""
+    stored = load_tensors(Path(results) / "sparsity_sweep" / "weights.pt")
+    W = stored["W"].numpy()
+    fig = sparsity_sweep_figure(
+        W,
+        stored["norms"].numpy(),
+        stored["superposition"].numpy(),
+        stored["feature_probability"].tolist(),
+        title=(
+            f"As sparsity increases, models use superposition (ReLU output, "
+            f"n={W.shape[2]} features, m={W.shape[1]} dims, importance 0.7^i)"
+        ),
+    )
+    return save_figure(fig, Path(out) / "sparsity_sweep")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--results", type=Path, default=Path("results"))
+    parser.add_argument("--out", type=Path, default=Path("figures/out"))
+    args = parser.parse_args()
+    print("\n".join(str(path) for path in main(args.results, args.out)))
