@@ -20,6 +20,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Callable
 from dataclasses import dataclass
+from math import comb
 
 import numpy as np
 import torch
@@ -256,8 +257,7 @@ def _average_step(
     within = np.zeros((n_rows, 2 * n_knots + 1, degree + 2))
     for t in range(degree + 1):
         for m in range(degree + 1 - t):
-            scale = float(np.prod(range(t + 1, t + m + 1)) / np.prod(range(1, m + 1)) / (m + 1))
-            within[..., t] += at_lo[..., t + m] * scale * d[:, None] ** m
+            within[..., t] += at_lo[..., t + m] * (comb(t + m, t) / (m + 1)) * d[:, None] ** m
 
     # Across pieces: (tail of p1 + whole pieces + head of p2 + Σ (B_s − A_s) w^{s+1}/(s+1)) / d.
     tail = _integral_from_zero(at_lo, right_end[rows, p1] - delta1)
