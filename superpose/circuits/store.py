@@ -1,7 +1,8 @@
 """Results of the circuits experiments on disk: ``metrics.json`` plus ``tensors.pt``.
 
-Files are written atomically (a temporary file, then a rename), so a reader never sees a
-half-written result. Figures read results with :func:`load_results` and never train.
+Files are written atomically (a temporary file, then a rename; tensors through
+:func:`superpose.io.save_tensors`), so a reader never sees a half-written result. Figures read
+results with :func:`load_results` and never train.
 """
 
 from __future__ import annotations
@@ -12,12 +13,7 @@ from pathlib import Path
 
 import torch
 
-
-def _replace(path: Path, write) -> Path:
-    tmp = path.with_name(path.name + ".tmp")
-    write(tmp)
-    os.replace(tmp, path)
-    return path
+from superpose.io import load_tensors, save_tensors
 
 
 def save_results(
@@ -30,14 +26,12 @@ def save_results(
     """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
+    metrics_path = folder / "metrics.json"
+    tmp = folder / ".metrics.json.tmp"
+    tmp.write_text(json.dumps(metrics, indent=2) + "\n")
+    os.replace(tmp, metrics_path)
     cpu = {name: tensor.detach().cpu() for name, tensor in tensors.items()}
-    return [
-        _replace(
-            folder / "metrics.json",
-            lambda tmp: tmp.write_text(json.dumps(metrics, indent=2) + "\n"),
-        ),
-        _replace(folder / "tensors.pt", lambda tmp: torch.save(cpu, tmp)),
-    ]
+    return [metrics_path, save_tensors(cpu, folder / "tensors.pt")]
 
 
 def load_results(folder: str | Path) -> tuple[dict[str, object], dict[str, torch.Tensor]]:
@@ -47,12 +41,10 @@ def load_results(folder: str | Path) -> tuple[dict[str, object], dict[str, torch
         FileNotFoundError: naming the missing file and the command that makes it.
     """
     folder = Path(folder)
-    for name in ("metrics.json", "tensors.pt"):
-        if not (folder / name).is_file():
-            experiment = folder.name.replace("_", "-")
-            raise FileNotFoundError(
-                f"{folder / name} is missing; run `superpose reproduce "
-                f"{experiment}` (or experiments/{folder.name}.py) first"
-            )
-    metrics = json.loads((folder / "metrics.json").read_text())
-    return metrics, torch.load(folder / "tensors.pt", weights_only=True)
+    metrics_path = folder / "metrics.json"
+    if not metrics_path.is_file():
+        raise FileNotFoundError(
+            f"{metrics_path} is missing; run `superpose reproduce "
+            f"{folder.name.replace('_', '-')}` (or experiments/{folder.name}.py) first"
+        )
+    return json.loads(metrics_path.read_text()), load_tensors(folder / "tensors.pt")
