@@ -1,0 +1,52 @@
+"""TMS learning dynamics: each feature's dimensionality over training settles on sticky values."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+
+from superpose.io import load_tensors
+from superpose.plotting import STICKY_FRACTIONS, save_figure
+
+
+def main(results: Path, out: Path) -> list[Path]:
+    """Draw ``out/learning_dynamics.{png,pdf}`` from ``results/learning_dynamics``."""
+    stored = load_tensors(results / "learning_dynamics" / "dynamics.pt")
+    steps = stored["steps"].numpy()
+    dimensionality = stored["dimensionality"].numpy()  # (log, instance, feature)
+    loss = stored["loss"].numpy()  # (log, instance)
+    config = stored["config"]
+    instance = int(np.argmin(stored["final_loss"].numpy()))
+    fig, (top, bottom) = plt.subplots(
+        2, 1, figsize=(7, 6), sharex=True, gridspec_kw={"height_ratios": [2, 1]}
+    )
+    for fraction, name in STICKY_FRACTIONS:
+        top.axhline(fraction, color="0.8", lw=0.8, ls="--", zorder=0)
+        top.text(steps[-1] * 1.05, fraction, name, va="center", fontsize=7, color="0.4")
+    colors = plt.get_cmap("viridis")(dimensionality[-1, instance] / 1.0)
+    for feature in range(dimensionality.shape[-1]):
+        top.plot(steps, dimensionality[:, instance, feature], color=colors[feature], lw=1.2)
+    top.set_ylabel("feature dimensionality $D_i$")
+    top.set_ylim(-0.03, 1.05)
+    top.set_title(
+        f"Learning dynamics: n={config['n_features']} features, m={config['n_hidden']} dims, "
+        f"1−S={config['feature_probability']:g} (best of {len(config['seeds'])} seeds)"
+    )
+    bottom.plot(steps, loss[:, instance], color="k", lw=1)
+    bottom.set_yscale("log")
+    bottom.set_xscale("log")
+    bottom.set_xlabel("training step")
+    bottom.set_ylabel("training loss")
+    fig.tight_layout()
+    return save_figure(fig, out / "learning_dynamics")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--results", type=Path, default=Path("results"))
+    parser.add_argument("--out", type=Path, default=Path("figures/out"))
+    args = parser.parse_args()
+    print("\n".join(str(path) for path in main(args.results, args.out)))
