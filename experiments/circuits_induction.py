@@ -138,7 +138,7 @@ def main(results: Path, device: str = "cpu", quick: bool = False) -> None:
             ).item(),
         }
         tensors.update({f"{name}_{key}": value for key, value in history.items()})
-        tensors[f"{name}_loss_by_position"] = loss_by_position(model, eval_batch)
+        tensors[f"{name}_loss_by_position"] = loss_by_position(model, tokens)
         tensors[f"{name}_patterns"] = torch.stack(cache.patterns)[:, 0]  # first sequence
         if n_layers == 2:
             scores = {kind: composition_scores(model, kind)[1, :, 0] for kind in "qkv"}

@@ -9,6 +9,7 @@ import torch
 
 from superpose.circuits import (
     AttnOnlyTransformer,
+    Batch,
     FactoredMatrix,
     composition_baseline,
     composition_score,
@@ -17,6 +18,9 @@ from superpose.circuits import (
     cpu_threads,
     full_ov_circuit,
     full_qk_circuit,
+    in_context_learning_score,
+    loss_by_position,
+    masked_loss,
     ov_circuit,
     prefix_matching_scores,
     previous_token_scores,
@@ -256,3 +260,24 @@ def test_scores_need_heads_and_repeats():
         previous_token_scores(model(0), torch.zeros(1, 3, dtype=torch.long))
     with pytest.raises(ValueError, match="no repeated token"):
         prefix_matching_scores(model(1), torch.tensor([[0, 1, 2, 3]]))
+
+
+# --- losses on data ------------------------------------------------------------------------
+
+
+def test_losses_by_position_marked_positions_and_in_context_learning():
+    m = model(2, seed=3)
+    tokens = torch.randint(7, (5, 9), generator=torch.Generator().manual_seed(4))
+    log_probs = m(tokens).detach().log_softmax(-1)
+    losses = -log_probs[:, :-1].gather(-1, tokens[:, 1:, None])[..., 0]  # (batch, pos - 1)
+    torch.testing.assert_close(loss_by_position(m, tokens), losses.mean(0))
+    mask = torch.zeros(5, 9, dtype=torch.bool)
+    mask[1, 2] = mask[3, 6] = mask[:, -1] = True  # the last position has no target
+    expected = (losses[1, 2] + losses[3, 6]) / 2
+    assert masked_loss(m, Batch(tokens, mask)) == pytest.approx(expected.item(), rel=1e-12)
+    icl = in_context_learning_score(m, tokens, early=1, late=7)
+    assert icl == pytest.approx((losses[:, 7].mean() - losses[:, 1].mean()).item(), rel=1e-12)
+    with pytest.raises(ValueError, match="early < late"):
+        in_context_learning_score(m, tokens, early=3, late=8)
+    with pytest.raises(ValueError, match="marks no position"):
+        masked_loss(m, Batch(tokens, torch.zeros_like(mask)))

@@ -180,15 +180,12 @@ class AttnOnlyTransformer(nn.Module):
         Args:
             layer: index in ``[0, n_layers)``.
             pattern: ``(batch, n_heads, query_pos, key_pos)`` attention pattern.
-            normalized: the values' source, ``(batch, pos, d_model)`` or per head
-                ``(batch, n_heads, pos, d_model)``.
+            normalized: the values' source, ``(batch, pos, d_model)``.
 
         Returns:
             ``(batch, n_heads, pos, d_model)``.
         """
-        if normalized.ndim == 3:
-            normalized = normalized.unsqueeze(1)
-        values = torch.einsum("hdm,bhpm->bhpd", self.W_V[layer], normalized)
+        values = torch.einsum("hdm,bpm->bhpd", self.W_V[layer], normalized)
         return torch.einsum("hmd,bhpd->bhpm", self.W_O[layer], pattern @ values)
 
     def run(self, tokens: torch.Tensor) -> tuple[torch.Tensor, Cache]:

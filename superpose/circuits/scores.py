@@ -67,25 +67,18 @@ def prefix_matching_scores(model: AttnOnlyTransformer, tokens: torch.Tensor) -> 
     return mass.transpose(-1, -2)[:, has_match].mean(dim=1)
 
 
-def loss_by_position(
-    model: AttnOnlyTransformer, batch: Batch, *, masked: bool = False
-) -> torch.Tensor:
+def loss_by_position(model: AttnOnlyTransformer, tokens: torch.Tensor) -> torch.Tensor:
     """Mean next-token loss at each prediction position ``0 … pos - 2``.
 
     Args:
         model: the transformer.
-        batch: tokens ``(batch, pos)`` and mask.
-        masked: average only over the batch's marked positions (NaN where none is marked).
+        tokens: ``(batch, pos)``.
 
     Returns:
-        ``(pos - 1,)`` losses in nats.
+        ``(pos - 1,)`` losses in nats, averaged over the batch.
     """
     with torch.no_grad():
-        losses = next_token_losses(model(batch.tokens), batch.tokens)
-    if not masked:
-        return losses.mean(dim=0)
-    weights = batch.mask[:, :-1].to(losses.dtype)
-    return (losses * weights).sum(dim=0) / weights.sum(dim=0)
+        return next_token_losses(model(tokens), tokens).mean(dim=0)
 
 
 def masked_loss(model: AttnOnlyTransformer, batch: Batch) -> float:
@@ -112,7 +105,7 @@ def in_context_learning_score(
         raise ValueError(
             f"need 0 <= early < late <= pos - 2 = {n_pos - 2}, got early={early}, late={late}"
         )
-    losses = loss_by_position(model, Batch(tokens, torch.ones_like(tokens, dtype=torch.bool)))
+    losses = loss_by_position(model, tokens)
     return (losses[late] - losses[early]).item()
 
 
