@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
-from pathlib import Path
 
 import pytest
 import torch
 
+from superpose import registry
 from superpose.circuits import (
     AttnOnlyTransformer,
     MarkovChain,
@@ -29,8 +28,6 @@ from superpose.circuits import (
     train,
 )
 from superpose.train import TrainingDiverged
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -181,29 +178,21 @@ def test_two_layers_form_an_induction_head_one_layer_cannot():
     assert k_composition > random_scores.quantile(0.99)
 
 
-def load_script(kind: str, stem: str):
-    spec = importlib.util.spec_from_file_location(
-        f"circuits_{kind}_{stem}", ROOT / kind / f"{stem}.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.mark.parametrize("stem", ["circuits_bigram", "circuits_skip_trigram", "circuits_induction"])
 def test_experiment_and_figure_scripts_run_quickly(stem, tmp_path):
     results, out = tmp_path / "results", tmp_path / "out"
-    load_script("experiments", stem).main(results, quick=True)
+    registry.load("experiments", stem).main(results, quick=True)
     metrics = json.loads((results / stem / "metrics.json").read_text())
     assert metrics["quick"] is True and metrics["cpu_seconds"] > 0
     assert not list((results / stem).glob("*.tmp"))
-    figure = load_script("figures", stem)
+    figure = registry.load("figures", stem)
     written = figure.main(results, out)
     assert [path.name for path in written] == [f"{stem}.png", f"{stem}.pdf"]
     assert all(path.stat().st_size > 10_000 for path in written)
     assert figure.__doc__.splitlines()[0]
+    assert stem.replace("_", "-") in registry.names("experiments")
 
 
 def test_figures_explain_missing_results(tmp_path):
     with pytest.raises(FileNotFoundError, match="superpose reproduce circuits-bigram"):
-        load_script("figures", "circuits_bigram").main(tmp_path, tmp_path)
+        registry.load("figures", "circuits-bigram").main(tmp_path, tmp_path)
