@@ -18,7 +18,7 @@ IMPORTANCE_DECAY = 0.7
 FEATURE_PROBABILITY = (1.0, 0.3, 0.1, 0.03, 0.01, 0.003, 0.001)
 """The paper's columns: sparsity 0, 70, 90, 97, 99, 99.7 and 99.9 %."""
 SEEDS = (0, 1)
-STEPS = 5000
+STEPS = 10_000
 BATCH_SIZE = 1024
 LR = 1e-2
 

@@ -14,10 +14,10 @@ from superpose.circuits import cpu_threads
 from superpose.io import save_rows, save_tensors
 
 N_FEATURES = 100
-N_HIDDEN = 10
-N_DENSITIES = 14
-MIN_DENSITY = 1 / 300
-STEPS = 2500
+N_HIDDEN = 20
+N_DENSITIES = 20
+MIN_DENSITY = 1 / 50
+STEPS = 10_000
 BATCH_SIZE = 512
 LR = 1e-2
 
@@ -87,6 +87,7 @@ def main(results: Path, device: str = "cpu", quick: bool = False) -> None:
                 "batch_size": BATCH_SIZE,
                 "lr": LR,
                 "seconds": seconds,
+                "quick": quick,
             },
         },
         folder / "weights.pt",

@@ -136,12 +136,12 @@ def sparsity_sweep_figure(
         axes[0, col].set_title(
             f"1−S = {probability:g}\nS = {100 * (1 - probability):.1f}%", fontsize=9
         )
-        axes[1, col].set_xlabel("‖W_i‖", fontsize=8)
+        axes[1, col].set_xlabel(r"$\|W_i\|$", fontsize=8)
     axes[0, 0].set_ylabel("WᵀW")
     axes[1, 0].set_ylabel("features (by importance)")
     mappable = plt.cm.ScalarMappable(cmap="plasma", norm=plt.Normalize(0, 1 / 0.9))
     bar = fig.colorbar(mappable, ax=axes[1, :].tolist(), shrink=0.8, pad=0.01)
-    bar.set_label("Σ_{j≠i} (Ŵ_i·W_j)²", fontsize=8)
+    bar.set_label(r"$\sum_{j\neq i}(\hat{W}_i\cdot W_j)^2$", fontsize=9)
     fig.suptitle(title)
     return fig
 
@@ -316,3 +316,47 @@ def neuron_weights_figure(
     ax.grid(alpha=0.3)
     fig.suptitle(title)
     return fig
+
+
+def plot_dimensionality_by_group(
+    ax: Axes,
+    inverse_density: np.ndarray,
+    feature_dimensionality: np.ndarray,
+    group: np.ndarray,
+    names: Sequence[str],
+) -> None:
+    """Each feature's dimensionality ``(instance, n_features)`` against ``1/(1−S)``
+    ``(instance,)`` (log x, slightly jittered), coloured by ``group: (instance, n_features)``
+    indices into ``names`` (e.g. the polytope a feature's tegum factor forms), with the
+    sticky fractions as dashed lines."""
+    for fraction, label in STICKY_FRACTIONS:
+        ax.axhline(fraction, color="0.7", lw=0.7, ls="--", zorder=0)
+        ax.annotate(
+            label,
+            (1.0, fraction),
+            xycoords=("axes fraction", "data"),
+            xytext=(3, 0),
+            textcoords="offset points",
+            va="center",
+            fontsize=7,
+        )
+    colors = plt.get_cmap("tab10")(np.arange(len(names)) % 10)
+    rng = np.random.default_rng(0)
+    x = np.repeat(inverse_density[:, None], feature_dimensionality.shape[1], axis=1)
+    x = x * np.exp(rng.uniform(-0.03, 0.03, size=x.shape))
+    for k, name in enumerate(names):
+        chosen = group == k
+        if chosen.any():
+            ax.scatter(
+                x[chosen],
+                feature_dimensionality[chosen],
+                s=6,
+                color=colors[k],
+                alpha=0.6,
+                lw=0,
+                label=name,
+            )
+    ax.set_xscale("log")
+    ax.set_ylim(-0.02, 1.08)
+    ax.set_xlabel("1/(1−S)")
+    ax.set_ylabel("feature dimensionality D_i")

@@ -1,0 +1,70 @@
+"""TMS geometry of superposition: trained uniform models split into tegum factors / polytopes."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from superpose import geometry, registry
+from superpose.io import load_tensors, save_rows, save_tensors
+
+SOURCE = "uniform_superposition"
+"""The experiment whose trained models are decomposed (its results are reused if present)."""
+
+
+def main(results: Path, device: str = "cpu", quick: bool = False) -> None:
+    """Decompose the uniform-superposition models (training them first when their results are
+    missing, or only a quick run's when a full one is asked for) into tegum factors and store
+    ``geometry.pt`` (factor counts per polytope and instance, each feature's polytope) and
+    ``factors.csv`` (one row per factor, when there is one) in ``results/geometry``."""
+    source = Path(results) / SOURCE / "weights.pt"
+    if not source.is_file() or (not quick and load_tensors(source)["config"].get("quick", False)):
+        registry.load("experiments", SOURCE).main(results, device=device, quick=quick)
+    stored = load_tensors(source)
+    W = stored["W"]
+    probability = stored["feature_probability"]
+    decompositions = geometry.tegum_decomposition(W)
+    counts = geometry.polytope_counts(decompositions)
+    feature_polytope = np.full(W.shape[::2], geometry.NOT_REPRESENTED, dtype=object)
+    rows = []
+    for k, decomposition in enumerate(decompositions):
+        for factor in decomposition.factors:
+            feature_polytope[k, list(factor.features)] = factor.polytope
+            rows.append(
+                {
+                    "feature_probability": float(probability[k]),
+                    "inverse_density": 1.0 / float(probability[k]),
+                    "polytope": factor.polytope,
+                    "n_features": len(factor.features),
+                    "fraction": factor.fraction,
+                }
+            )
+    names = [*geometry.FACTOR_NAMES, geometry.NOT_REPRESENTED]
+    polytope_index = torch.tensor([[names.index(name) for name in row] for row in feature_polytope])
+    folder = Path(results) / "geometry"
+    save_tensors(
+        {
+            "feature_probability": probability,
+            "factor_names": list(geometry.FACTOR_NAMES),
+            "counts": torch.from_numpy(counts),
+            "polytope_names": names,
+            "feature_polytope": polytope_index,
+            "feature_dimensionality": stored["feature_dimensionality"],
+            "config": {**stored["config"], "source": SOURCE},
+        },
+        folder / "geometry.pt",
+    )
+    if rows:  # a model with no represented feature has no factor
+        save_rows(rows, folder / "factors.csv")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--results", type=Path, default=Path("results"))
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args()
+    main(args.results, args.device, args.quick)

@@ -1,0 +1,43 @@
+"""TMS computation in superposition: abs-value model neurons and features per neuron vs sparsity."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import pandas as pd
+
+from superpose.io import load_tensors
+from superpose.plotting import neuron_weights_figure, save_figure
+
+
+def main(results: Path, out: Path) -> list[Path]:
+    """Draw ``out/computation.{png,pdf}`` from ``results/computation``."""
+    folder = Path(results) / "computation"
+    stored = load_tensors(folder / "weights.pt")
+    metrics = pd.read_csv(folder / "metrics.csv")
+    W = stored["W"].numpy()
+    fig = neuron_weights_figure(
+        W,
+        stored["feature_probability"].tolist(),
+        {
+            "mean features per neuron (|W| > 0.1)": metrics["mean_features_per_neuron"].to_numpy(),
+            "polysemantic neurons": metrics["polysemantic_neurons"].to_numpy(),
+            "represented features (‖W_i‖ > 0.5)": metrics["represented_features"].to_numpy(),
+        },
+        title=(
+            f"Computation in superposition: y = |x| (n={W.shape[2]} features, m={W.shape[1]} "
+            f"neurons, importance {stored['config']['importance_decay']}^i) — "
+            "input weights per neuron"
+        ),
+        counts_label="count",
+    )
+    return save_figure(fig, Path(out) / "computation")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--results", type=Path, default=Path("results"))
+    parser.add_argument("--out", type=Path, default=Path("figures/out"))
+    args = parser.parse_args()
+    print("\n".join(str(path) for path in main(args.results, args.out)))

@@ -1,0 +1,60 @@
+"""TMS geometry: uniform-model features grouped into tegum factors (digons, pentagons...)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+
+from superpose.io import load_tensors
+from superpose.plotting import plot_dimensionality_by_group, plot_stacked_counts, save_figure
+
+
+def main(results: Path, out: Path) -> list[Path]:
+    """Draw ``out/geometry.{png,pdf}`` from ``results/geometry/geometry.pt``."""
+    stored = load_tensors(Path(results) / "geometry" / "geometry.pt")
+    inverse_density = 1.0 / stored["feature_probability"].double().numpy()
+    config = stored["config"]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(13, 4.8), width_ratios=[1.1, 1])
+    plot_dimensionality_by_group(
+        left,
+        inverse_density,
+        stored["feature_dimensionality"].numpy(),
+        stored["feature_polytope"].numpy(),
+        stored["polytope_names"],
+    )
+    left.legend(
+        fontsize=7,
+        markerscale=2,
+        loc="upper right",
+        title="feature's tegum factor",
+        title_fontsize=7,
+    )
+    left.set_title(
+        "Each feature's dimensionality, coloured by the polytope it lies on", fontsize=10
+    )
+    plot_stacked_counts(
+        right,
+        [f"{x:.3g}" for x in inverse_density],
+        stored["counts"].numpy(),
+        stored["factor_names"],
+    )
+    right.set_xlabel("1/(1−S)")
+    right.set_ylabel("tegum factors")
+    right.legend(fontsize=7, title="polytope", title_fontsize=7)
+    right.set_title("Tegum factors per sparsity", fontsize=10)
+    fig.suptitle(
+        f"The geometry of superposition: features organise into tegum products of polytopes "
+        f"(uniform importance, n={config['n_features']}, m={config['n_hidden']})"
+    )
+    fig.tight_layout()
+    return save_figure(fig, Path(out) / "geometry")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--results", type=Path, default=Path("results"))
+    parser.add_argument("--out", type=Path, default=Path("figures/out"))
+    args = parser.parse_args()
+    print("\n".join(str(path) for path in main(args.results, args.out)))
