@@ -192,13 +192,14 @@ class AttnOnlyTransformer(nn.Module):
         """Forward pass that also returns the activations.
 
         Args:
-            tokens: ``(batch, pos)`` integer tokens in ``[0, d_vocab)``, ``pos <= n_ctx``.
+            tokens: ``(batch, pos)`` integer tokens in ``[0, d_vocab)``, ``pos <= n_ctx``, on
+                any device (they are moved to the model's).
 
         Returns:
-            logits ``(batch, pos, d_vocab)`` and the :class:`Cache`.
+            logits ``(batch, pos, d_vocab)`` and the :class:`Cache`, on the model's device.
         """
         self._check_tokens(tokens)
-        residual = self.embed(tokens)
+        residual = self.embed(tokens.to(self.W_E.device))
         cache = Cache(residual=[residual], scales=[], patterns=[], head_outputs=[])
         for layer in range(self.n_layers):
             scale = self.scale(residual)

@@ -55,11 +55,11 @@ def prefix_matching_scores(model: AttnOnlyTransformer, tokens: torch.Tensor) -> 
         ``(n_layers, n_heads)`` scores in ``[0, 1]``.
     """
     patterns = _patterns(model, tokens)
-    n_pos = tokens.shape[1]
+    tokens = tokens.to(patterns.device)
     same = tokens[:, :, None] == tokens[:, None, :]  # (batch, query, earlier)
-    matching = torch.zeros(tokens.shape[0], n_pos, n_pos, dtype=torch.bool)
+    matching = torch.zeros_like(same)
     matching[:, :, 1:] = same[:, :, :-1]  # key k matches when tokens[k - 1] == tokens[q]
-    matching &= torch.ones(n_pos, n_pos, dtype=torch.bool).tril()  # causal: k <= q
+    matching &= torch.ones_like(same[0]).tril()  # causal: k <= q
     has_match = matching.any(dim=-1)  # (batch, query)
     if not has_match.any():
         raise ValueError("tokens contain no repeated token, so no query has a prefix match")
@@ -77,6 +77,7 @@ def loss_by_position(model: AttnOnlyTransformer, tokens: torch.Tensor) -> torch.
     Returns:
         ``(pos - 1,)`` losses in nats, averaged over the batch.
     """
+    tokens = tokens.to(model.W_E.device)
     with torch.no_grad():
         return next_token_losses(model(tokens), tokens).mean(dim=0)
 
@@ -86,8 +87,9 @@ def masked_loss(model: AttnOnlyTransformer, batch: Batch) -> float:
     if not batch.mask.any():
         raise ValueError("batch.mask marks no position")
     with torch.no_grad():
-        losses = next_token_losses(model(batch.tokens), batch.tokens)
-    return losses[batch.mask[:, :-1]].mean().item()
+        tokens = batch.tokens.to(model.W_E.device)
+        losses = next_token_losses(model(tokens), tokens)
+    return losses[batch.mask[:, :-1].to(losses.device)].mean().item()
 
 
 def in_context_learning_score(
@@ -118,8 +120,8 @@ def next_token_kl(chain: MarkovChain, tokens: torch.Tensor, log_probs: torch.Ten
         log_probs: ``(batch, pos, d_vocab)`` predicted log probabilities of the next token
             (e.g. ``model(tokens).log_softmax(-1)``, or a bigram table indexed by ``tokens``).
     """
-    true = chain.log_transition[tokens[:, :-1]]  # (batch, pos - 1, d_vocab)
-    kl = (true.exp() * (true - log_probs[:, :-1])).sum(dim=-1)
+    true = chain.log_transition[tokens[:, :-1].cpu()]  # (batch, pos - 1, d_vocab)
+    kl = (true.exp() * (true - log_probs[:, :-1].cpu())).sum(dim=-1)
     return kl.mean().item()
 
 
