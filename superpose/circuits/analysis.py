@@ -149,7 +149,7 @@ def composition_scores(model: AttnOnlyTransformer, kind: str) -> torch.Tensor:
     qk, ov = qk_circuit(model), ov_circuit(model)
     reader = {"q": qk.T, "k": qk, "v": ov}[kind]
     n_layers, n_heads = model.n_layers, model.n_heads
-    scores = torch.full((n_layers, n_heads, n_layers, n_heads), float("nan"))
+    scores = torch.full((n_layers, n_heads, n_layers, n_heads), math.nan, device=model.W_Q.device)
     for later in range(n_layers):
         for earlier in range(later):
             W_A = reader[later][:, None]  # (n_heads later, 1, d_model, d_model)
