@@ -226,7 +226,7 @@ def test_trained_linear_model_reaches_the_optimum():
         "linear", n_instances=2, n_features=5, n_hidden=2, importance=[importance], seed=0
     )
     result = superpose.train(
-        model, data, steps=1500, lr=3e-2, schedule="cosine", eval_samples=400_000, progress=False
+        model, data, steps=1000, lr=3e-2, schedule="cosine", eval_samples=400_000, progress=False
     )
     _, _, optimum = optimal_linear(importance, np.array(probability)[:, None], 2)
     np.testing.assert_allclose(result.loss.numpy(), optimum, rtol=0.01)
