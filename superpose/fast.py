@@ -4,8 +4,9 @@ Autograd records every operation of the forward pass and replays it backwards. F
 two-layer models the backward pass is short enough to write out, which saves the recording,
 the broadcast-heavy elementwise work of the generic loss and several temporaries. One step
 is the five batched matrix products the model needs (two forward, three backward; ``bmm`` /
-``baddbmm`` in the instance-major layout ``(instance, batch, feature)``) plus a few
-elementwise passes over the batch.
+``baddbmm`` in the instance-major layout ``(instance, batch, feature)``, or a few broadcast
+multiply-adds when the matrices are tiny, see :func:`matmul`) plus a few elementwise passes
+over the batch.
 
 Notation, per instance: ``x: (batch, n)`` the input, ``y`` its target (``x``, or ``|x|`` for
 ``"abs"``), ``h: (batch, m)`` the hidden activations, ``z = h W_read + b: (batch, n)`` the
@@ -28,6 +29,32 @@ import torch
 
 from superpose.models import ToyModel
 
+CHUNK_ELEMENTS = 2**18
+"""Batch elements ``(instance × batch × n_features)`` per chunk of instances in
+:func:`loss_and_backward`: about 1 MiB per temporary, so a chunk's work stays in cache."""
+
+SMALL_PRODUCT = 16
+"""Largest ``contraction × output columns`` for which :func:`matmul` avoids ``bmm``."""
+
+
+def matmul(a: torch.Tensor, b: torch.Tensor, add: torch.Tensor | None = None) -> torch.Tensor:
+    """Batched ``add + a @ b`` for ``a: (instance, p, q)``, ``b: (instance, q, r)`` and ``add``
+    broadcastable to ``(instance, p, r)``; returns ``(instance, p, r)``.
+
+    ``bmm`` pays a fixed cost per matrix that dominates for tiny ones (``n_features=2,
+    n_hidden=1`` grids of thousands of instances), so when ``q·r ≤`` :data:`SMALL_PRODUCT`
+    the product is ``q`` broadcast multiply-adds over the ``(instance, p, r)`` output instead.
+    """
+    q, r = b.shape[1], b.shape[2]
+    if q * r > SMALL_PRODUCT:
+        return torch.bmm(a, b) if add is None else torch.baddbmm(add, a, b)
+    out = a[:, :, :1] * b[:, :1, :]
+    if add is not None:
+        out += add
+    for k in range(1, q):
+        out.addcmul_(a[:, :, k : k + 1], b[:, k : k + 1, :])
+    return out
+
 
 def supports(model: ToyModel) -> bool:
     """Whether the hand-written gradients apply: any :data:`~superpose.models.KINDS` of a
@@ -44,38 +71,68 @@ def loss_and_backward(model: ToyModel, x: torch.Tensor) -> torch.Tensor:
 
     Sets every parameter's ``.grad`` to the gradient of the summed loss, as
     ``model.loss(x).sum().backward()`` would (up to float rounding), without autograd.
+    Instances are processed in chunks of about :data:`CHUNK_ELEMENTS` batch elements so that
+    each chunk's temporaries stay in cache.
     """
-    batch = x.shape[1]
-    scale = model.importance[:, None, :] * (2.0 / batch)  # (instance, 1, n)
-    if model.kind == "abs":
+    parameters = dict(model.named_parameters())
+    grads = {name: torch.empty_like(parameter) for name, parameter in parameters.items()}
+    loss = x.new_empty(model.n_instances)
+    size = max(1, CHUNK_ELEMENTS // (x.shape[1] * x.shape[2]))
+    for start in range(0, model.n_instances, size):
+        part = slice(start, start + size)
+        loss[part] = _chunk(
+            model.kind,
+            {name: parameter[part] for name, parameter in parameters.items()},
+            model.importance[part],
+            x[part],
+            {name: grad[part] for name, grad in grads.items()},
+        )
+    for name, parameter in parameters.items():
+        parameter.grad = grads[name]
+    return loss
+
+
+def _chunk(
+    kind: str,
+    parameters: dict[str, torch.Tensor],
+    importance: torch.Tensor,
+    x: torch.Tensor,
+    grads: dict[str, torch.Tensor],
+) -> torch.Tensor:
+    """:func:`loss_and_backward` for some instances: ``parameters`` and ``grads`` (written in
+    place) are the model's parameters and their gradients sliced to those instances,
+    ``importance: (instance, n_features)``, ``x: (instance, batch, n_features)``."""
+    scale = importance[:, None, :] * (2.0 / x.shape[1])  # (instance, 1, n)
+    W = parameters["W"]
+    if kind == "abs":
         target = x.abs()
-        w_read = model.W_out
-        hidden = torch.baddbmm(model.b_hidden[:, None, :], x, model.W.transpose(1, 2)).relu_()
+        w_read = parameters["W_out"]
+        hidden = matmul(x, W.transpose(1, 2), parameters["b_hidden"][:, None, :]).relu_()
     else:
         target = x
-        w_read = model.W
-        hidden = torch.bmm(x, model.W.transpose(1, 2))
-        if model.kind == "hidden_relu":
+        w_read = W
+        hidden = matmul(x, W.transpose(1, 2))
+        if kind == "hidden_relu":
             hidden.relu_()
-    out = torch.baddbmm(model.b[:, None, :], hidden, w_read)  # (instance, batch, n)
-    if model.kind != "linear":
+    out = matmul(hidden, w_read, parameters["b"][:, None, :])  # (instance, batch, n)
+    if kind != "linear":
         out.relu_()
     error = out - target
     grad_out = error * scale  # the gradient before the output ReLU's mask
     loss = torch.linalg.vecdot(error.flatten(1), grad_out.flatten(1)) * 0.5
     del error
-    if model.kind != "linear":  # zero where out == 0, in place
+    if kind != "linear":  # zero where out == 0, in place
         torch.ops.aten.threshold_backward.grad_input(grad_out, out, 0.0, grad_input=grad_out)
     del out
-    grad_hidden = torch.bmm(grad_out, w_read.transpose(1, 2))  # (instance, batch, m)
-    if model.kind != "linear" and model.kind != "relu":
+    grad_hidden = matmul(grad_out, w_read.transpose(1, 2))  # (instance, batch, m)
+    if kind in ("hidden_relu", "abs"):
         grad_hidden = torch.ops.aten.threshold_backward(grad_hidden, hidden, 0.0)
-    model.b.grad = grad_out.sum(1)
-    grad_w_read = torch.bmm(hidden.transpose(1, 2), grad_out)
-    if model.kind == "abs":
-        model.W_out.grad = grad_w_read
-        model.b_hidden.grad = grad_hidden.sum(1)
-        model.W.grad = torch.bmm(grad_hidden.transpose(1, 2), x)
+    torch.sum(grad_out, 1, out=grads["b"])
+    if kind == "abs":
+        torch.bmm(hidden.transpose(1, 2), grad_out, out=grads["W_out"])
+        torch.sum(grad_hidden, 1, out=grads["b_hidden"])
+        torch.bmm(grad_hidden.transpose(1, 2), x, out=grads["W"])
     else:
-        model.W.grad = torch.baddbmm(grad_w_read, grad_hidden.transpose(1, 2), x)
+        torch.bmm(hidden.transpose(1, 2), grad_out, out=grads["W"])
+        grads["W"].baddbmm_(grad_hidden.transpose(1, 2), x)
     return loss
