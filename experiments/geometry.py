@@ -18,8 +18,9 @@ SOURCE = "uniform_superposition"
 def main(results: Path, device: str = "cpu", quick: bool = False) -> None:
     """Decompose the uniform-superposition models (training them first when their results are
     missing, or only a quick run's when a full one is asked for) into tegum factors and store
-    ``geometry.pt`` (factor counts per polytope and instance, each feature's polytope) and
-    ``factors.csv`` (one row per factor, when there is one) in ``results/geometry``."""
+    ``geometry.pt`` (per instance: factor counts per polytope, each feature's polytope, feature
+    counts per polytope) and ``factors.csv`` (one row per factor, when there is one) in
+    ``results/geometry``."""
     source = Path(results) / SOURCE / "weights.pt"
     if not source.is_file() or (not quick and load_tensors(source)["config"].get("quick", False)):
         registry.load("experiments", SOURCE).main(results, device=device, quick=quick)
@@ -52,6 +53,9 @@ def main(results: Path, device: str = "cpu", quick: bool = False) -> None:
             "counts": torch.from_numpy(counts),
             "polytope_names": names,
             "feature_polytope": polytope_index,
+            "feature_counts": torch.stack(
+                [torch.bincount(row, minlength=len(names)) for row in polytope_index]
+            ),
             "feature_dimensionality": stored["feature_dimensionality"],
             "config": {**stored["config"], "source": SOURCE},
         },

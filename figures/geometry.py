@@ -37,13 +37,22 @@ def main(results: Path, out: Path) -> list[Path]:
     plot_stacked_counts(
         right,
         [f"{x:.3g}" for x in inverse_density],
-        stored["counts"].numpy(),
-        stored["factor_names"],
+        stored["feature_counts"].numpy(),
+        stored["polytope_names"],
     )
+    counts = stored["counts"].numpy()
+    for x, row in enumerate(counts):  # the number of factors above each bar
+        right.annotate(
+            str(int(row.sum())),
+            (x, stored["feature_counts"][x].sum().item()),
+            ha="center",
+            va="bottom",
+            fontsize=6,
+        )
     right.set_xlabel("1/(1−S)")
-    right.set_ylabel("tegum factors")
-    right.legend(fontsize=7, title="polytope", title_fontsize=7)
-    right.set_title("Tegum factors per sparsity", fontsize=10)
+    right.set_ylabel("features")
+    right.legend(fontsize=7, title="feature's tegum factor", title_fontsize=7, loc="lower right")
+    right.set_title("Features per polytope kind (number of tegum factors on top)", fontsize=10)
     fig.suptitle(
         f"The geometry of superposition: features organise into tegum products of polytopes "
         f"(uniform importance, n={config['n_features']}, m={config['n_hidden']})"
