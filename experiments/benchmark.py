@@ -129,9 +129,9 @@ def configs(scale: float) -> list[Config]:
         return max(10, round(n * scale))
 
     return [
-        Config("A n=5 m=2 x10", "relu", 5, 2, importance_a, probability_a, steps(4000)),
-        Config("B n=100 m=20 x20", "relu", 100, 20, *_decay(20, 100), steps(1500)),
-        Config("C n=1000 m=100 x4", "relu", 1000, 100, *_decay(4, 1000), steps(400)),
+        Config("A n=5 m=2 x10", "relu", 5, 2, importance_a, probability_a, steps(3000)),
+        Config("B n=100 m=20 x20", "relu", 100, 20, *_decay(20, 100), steps(1000)),
+        Config("C n=1000 m=100 x4", "relu", 1000, 100, *_decay(4, 1000), steps(250)),
         Config(
             "D n=2 m=1 x1600 grid",
             "relu",
@@ -139,9 +139,9 @@ def configs(scale: float) -> list[Config]:
             1,
             torch.stack([torch.ones(grid * grid), grid_importance], dim=1),
             grid_probability[:, None].expand(-1, 2).contiguous(),
-            steps(600),
+            steps(400),
         ),
-        Config("E hidden n=100 m=20 x20", "hidden_relu", 100, 20, *_decay(20, 100), steps(1500)),
+        Config("E hidden n=100 m=20 x20", "hidden_relu", 100, 20, *_decay(20, 100), steps(1000)),
     ]
 
 
