@@ -133,8 +133,9 @@ def train(
         method: how each step's gradients are computed. ``"reference"``: the model's own
             loss differentiated by autograd, with ``torch.optim.AdamW`` (the readable
             definition). ``"fast"``: the same objective with hand-written gradients
-            (:mod:`superpose.fast`) and the fused AdamW; about 4-7× faster on CPU, same
-            gradients up to float rounding. ``"auto"`` (default) picks ``"fast"`` whenever
+            (:mod:`superpose.fast`) and the fused AdamW: same gradients up to float
+            rounding, several times faster (``experiments/benchmark.py`` measures it).
+            ``"auto"`` (default) picks ``"fast"`` whenever
             :func:`superpose.fast.supports` the model (every kind of a plain ``ToyModel``)
             and falls back to ``"reference"`` otherwise (a subclass overriding the forward
             pass or the loss). Both draw the same batches from the same seed.
