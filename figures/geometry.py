@@ -52,7 +52,9 @@ def main(results: Path, out: Path) -> list[Path]:
     right.set_xlabel("1/(1−S)")
     right.set_ylabel("features")
     right.legend(fontsize=7, title="feature's tegum factor", title_fontsize=7, loc="lower right")
-    right.set_title("Features per polytope kind (number of tegum factors on top)", fontsize=10)
+    right.set_title(
+        "Features per polytope kind (number of tegum factors on top)", fontsize=10, pad=12
+    )
     fig.suptitle(
         f"The geometry of superposition: features organise into tegum products of polytopes "
         f"(uniform importance, n={config['n_features']}, m={config['n_hidden']})"
