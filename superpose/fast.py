@@ -33,7 +33,7 @@ CHUNK_ELEMENTS = 2**18
 """Batch elements ``(instance × batch × n_features)`` per chunk of instances in
 :func:`loss_and_backward`: about 1 MiB per temporary, so a chunk's work stays in cache."""
 
-SMALL_PRODUCT = 16
+SMALL_PRODUCT = 4
 """Largest ``contraction × output columns`` for which :func:`matmul` avoids ``bmm``."""
 
 
