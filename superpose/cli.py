@@ -32,7 +32,7 @@ def _sweep(args: argparse.Namespace) -> int:
     from superpose import sweep
 
     if args.dry_run:
-        print(sweep.plan(args.spec))
+        print(sweep.plan(args.spec, out=args.out))
         return 0
     summary = sweep.run(
         args.spec,
@@ -43,7 +43,7 @@ def _sweep(args: argparse.Namespace) -> int:
         progress=not args.quiet,
     )
     print(summary)
-    return 0
+    return 1 if summary.failed else 0
 
 
 def _figure(args: argparse.Namespace) -> int:
@@ -110,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.run(args)
-    except (ValueError, TypeError, FileNotFoundError) as error:
+    except (ValueError, TypeError, FileNotFoundError, ConnectionError) as error:
         print(f"superpose {args.command}: error: {error}", file=sys.stderr)
         return 2
 

@@ -62,3 +62,19 @@ def test_reproduce_runs_experiment_then_figure(tmp_path, capsys):
 def test_figure_without_stored_results_says_what_to_run(tmp_path, capsys):
     assert main(["figure", "intro", "--results", str(tmp_path), "--out", str(tmp_path)]) == 2
     assert "run the experiment first" in capsys.readouterr().err
+
+
+def test_sweep_dry_run_then_run_then_resume(tmp_path, capsys):
+    spec = tmp_path / "tiny.toml"
+    spec.write_text(
+        'name = "tiny"\n[fixed]\nkind = "relu"\nn_features = 2\nn_hidden = 1\n'
+        "[axes]\nfeature_probability = [1.0, 0.1]\nseed = [0, 1]\n"
+        "[training]\nsteps = 20\neval_samples = 256\n"
+    )
+    out = str(tmp_path / "store")
+    assert main(["sweep", str(spec), "--out", out, "--dry-run"]) == 0
+    assert "4 cells" in capsys.readouterr().out
+    assert main(["sweep", str(spec), "--out", out, "--quiet"]) == 0
+    assert "4 done, 0 skipped, 0 failed" in capsys.readouterr().out
+    assert main(["sweep", str(spec), "--out", out, "--quiet"]) == 0
+    assert "0 done, 4 skipped" in capsys.readouterr().out
