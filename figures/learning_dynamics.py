@@ -9,7 +9,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from superpose.io import load_tensors
-from superpose.plotting import STICKY_FRACTIONS, save_figure
+from superpose.plotting import plot_sticky_fractions, save_figure
 
 
 def main(results: Path, out: Path) -> list[Path]:
@@ -23,9 +23,7 @@ def main(results: Path, out: Path) -> list[Path]:
     fig, (top, bottom) = plt.subplots(
         2, 1, figsize=(7, 6), sharex=True, gridspec_kw={"height_ratios": [2, 1]}
     )
-    for fraction, name in STICKY_FRACTIONS:
-        top.axhline(fraction, color="0.8", lw=0.8, ls="--", zorder=0)
-        top.text(steps[-1] * 1.05, fraction, name, va="center", fontsize=7, color="0.4")
+    plot_sticky_fractions(top, fontsize=7)
     colors = plt.get_cmap("viridis")(dimensionality[-1, instance] / 1.0)
     for feature in range(dimensionality.shape[-1]):
         top.plot(steps, dimensionality[:, instance, feature], color=colors[feature], lw=1.2)

@@ -6,6 +6,7 @@ A reader (or a rerun after a crash) sees either the old file or the complete new
 from __future__ import annotations
 
 import csv
+import json
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -33,6 +34,15 @@ def load_tensors(path: str | Path) -> object:
     if not path.is_file():
         raise FileNotFoundError(f"no stored results at {path}; run the experiment first")
     return torch.load(path, weights_only=True)
+
+
+def save_json(obj: object, path: str | Path) -> Path:
+    """Write ``obj`` (JSON-serialisable) as indented JSON atomically; returns ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(obj, indent=2) + "\n")
+    return _replace(tmp, path)
 
 
 def save_rows(rows: Sequence[Mapping[str, object]], path: str | Path) -> Path:

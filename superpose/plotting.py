@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from fractions import Fraction
 from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+
+from superpose.geometry import POLYTOPES
 
 FEATURE_CMAP = "viridis"
 """Colour map for features ordered by importance (most important first)."""
@@ -100,15 +103,27 @@ def intro_figure(
     return fig
 
 
-STICKY_FRACTIONS = (
-    (1.0, "1"),
-    (3 / 4, "3/4"),
-    (2 / 3, "2/3"),
-    (1 / 2, "1/2"),
-    (2 / 5, "2/5"),
-    (3 / 8, "3/8"),
+STICKY_FRACTIONS = tuple(
+    (polytope.fraction, str(Fraction(polytope.n_dimensions, polytope.n_features)))
+    for polytope in POLYTOPES
 )
-"""The feature-dimensionality fractions TMS finds models stick at, with their labels."""
+"""The feature-dimensionality fractions TMS finds models stick at (one per polytope of
+:data:`superpose.geometry.POLYTOPES`), with their labels: 1, 3/4, 2/3, 1/2, 2/5, 3/8."""
+
+
+def plot_sticky_fractions(ax: Axes, fontsize: float = 8) -> None:
+    """Mark the sticky fractions as dashed horizontal lines, labelled at the right edge."""
+    for fraction, label in STICKY_FRACTIONS:
+        ax.axhline(fraction, color="0.65", lw=0.8, ls="--", zorder=0)
+        ax.annotate(
+            label,
+            (1.0, fraction),
+            xycoords=("axes fraction", "data"),
+            xytext=(3, 0),
+            textcoords="offset points",
+            va="center",
+            fontsize=fontsize,
+        )
 
 
 def sparsity_sweep_figure(
@@ -155,17 +170,7 @@ def plot_dimensions_per_feature(
     """Dimensions per feature ``(instance,)`` against ``1/(1−S)`` ``(instance,)`` on a log x
     axis, the sticky fractions as dashed horizontal lines, and optionally each feature's
     dimensionality ``(instance, n_features)`` as a faint scatter behind the curve."""
-    for fraction, label in STICKY_FRACTIONS:
-        ax.axhline(fraction, color="0.6", lw=0.8, ls="--", zorder=0)
-        ax.annotate(
-            label,
-            (1.0, fraction),
-            xycoords=("axes fraction", "data"),
-            xytext=(3, 0),
-            textcoords="offset points",
-            va="center",
-            fontsize=8,
-        )
+    plot_sticky_fractions(ax)
     if feature_dimensionality is not None:
         rng = np.random.default_rng(0)
         x = np.repeat(inverse_density[:, None], feature_dimensionality.shape[1], axis=1)
@@ -329,17 +334,7 @@ def plot_dimensionality_by_group(
     ``(instance,)`` (log x, slightly jittered), coloured by ``group: (instance, n_features)``
     indices into ``names`` (e.g. the polytope a feature's tegum factor forms), with the
     sticky fractions as dashed lines."""
-    for fraction, label in STICKY_FRACTIONS:
-        ax.axhline(fraction, color="0.7", lw=0.7, ls="--", zorder=0)
-        ax.annotate(
-            label,
-            (1.0, fraction),
-            xycoords=("axes fraction", "data"),
-            xytext=(3, 0),
-            textcoords="offset points",
-            va="center",
-            fontsize=7,
-        )
+    plot_sticky_fractions(ax, fontsize=7)
     colors = plt.get_cmap("tab10")(np.arange(len(names)) % 10)
     rng = np.random.default_rng(0)
     x = np.repeat(inverse_density[:, None], feature_dimensionality.shape[1], axis=1)

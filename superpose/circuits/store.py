@@ -1,19 +1,17 @@
 """Results of the circuits experiments on disk: ``metrics.json`` plus ``tensors.pt``.
 
-Files are written atomically (a temporary file, then a rename; tensors through
-:func:`superpose.io.save_tensors`), so a reader never sees a half-written result. Figures read
-results with :func:`load_results` and never train.
+Files are written atomically (:mod:`superpose.io`), so a reader never sees a half-written
+result. Figures read results with :func:`load_results` and never train.
 """
 
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import torch
 
-from superpose.io import load_tensors, save_tensors
+from superpose.io import load_tensors, save_json, save_tensors
 
 
 def save_results(
@@ -25,13 +23,8 @@ def save_results(
         The two written paths, ``metrics.json`` and ``tensors.pt``.
     """
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    metrics_path = folder / "metrics.json"
-    tmp = folder / ".metrics.json.tmp"
-    tmp.write_text(json.dumps(metrics, indent=2) + "\n")
-    os.replace(tmp, metrics_path)
     cpu = {name: tensor.detach().cpu() for name, tensor in tensors.items()}
-    return [metrics_path, save_tensors(cpu, folder / "tensors.pt")]
+    return [save_json(metrics, folder / "metrics.json"), save_tensors(cpu, folder / "tensors.pt")]
 
 
 def load_results(folder: str | Path) -> tuple[dict[str, object], dict[str, torch.Tensor]]:
