@@ -10,7 +10,6 @@ Writes ``results/circuits_bigram/{metrics.json, tensors.pt}``.
 
 from __future__ import annotations
 
-import argparse
 import time
 from pathlib import Path
 
@@ -25,6 +24,7 @@ from superpose.circuits import (
     train,
 )
 from superpose.circuits.store import save_results
+from superpose.registry import experiment_script
 
 D_VOCAB, N_CTX, D_MODEL = 24, 32, 32
 STEPS, QUICK_STEPS, BATCH_SIZE, LR = 1500, 100, 128, 3e-2
@@ -99,9 +99,4 @@ def main(results: Path, device: str = "cpu", quick: bool = False) -> None:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--results", type=Path, default=Path("results"))
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--quick", action="store_true")
-    arguments = parser.parse_args()
-    main(arguments.results, arguments.device, arguments.quick)
+    experiment_script(main, __doc__)

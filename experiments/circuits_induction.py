@@ -16,7 +16,6 @@ Writes ``results/circuits_induction/{metrics.json, tensors.pt}``.
 
 from __future__ import annotations
 
-import argparse
 import math
 import time
 from pathlib import Path
@@ -42,6 +41,7 @@ from superpose.circuits import (
 )
 from superpose.circuits.store import save_results
 from superpose.circuits.tasks import Batch
+from superpose.registry import experiment_script
 
 D_VOCAB, N_CTX, D_MODEL, N_HEADS = 64, 32, 64, 4
 MIN_LEN, MAX_LEN, BACKGROUND_TEMPERATURE = 4, 16, 1.0
@@ -170,9 +170,4 @@ def main(results: Path, device: str = "cpu", quick: bool = False) -> None:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--results", type=Path, default=Path("results"))
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--quick", action="store_true")
-    arguments = parser.parse_args()
-    main(arguments.results, arguments.device, arguments.quick)
+    experiment_script(main, __doc__)

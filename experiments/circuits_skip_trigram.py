@@ -12,7 +12,6 @@ Writes ``results/circuits_skip_trigram/{metrics.json, tensors.pt}``.
 
 from __future__ import annotations
 
-import argparse
 import math
 import time
 from pathlib import Path
@@ -30,6 +29,7 @@ from superpose.circuits import (
     train,
 )
 from superpose.circuits.store import save_results
+from superpose.registry import experiment_script
 
 D_VOCAB, N_CTX, D_MODEL, N_TRIGGERS = 32, 24, 32, 4
 STEPS, QUICK_STEPS, BATCH_SIZE, LR = 1000, 60, 64, 1e-2
@@ -110,9 +110,4 @@ def main(results: Path, device: str = "cpu", quick: bool = False) -> None:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--results", type=Path, default=Path("results"))
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--quick", action="store_true")
-    arguments = parser.parse_args()
-    main(arguments.results, arguments.device, arguments.quick)
+    experiment_script(main, __doc__)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import time
 from pathlib import Path
 
@@ -11,6 +10,7 @@ import torch
 from superpose import SparseFeatures, ToyModel, analysis, train
 from superpose.circuits import cpu_threads
 from superpose.io import save_rows, save_tensors
+from superpose.registry import experiment_script
 
 N_FEATURES = 50
 N_HIDDEN = 20
@@ -92,9 +92,4 @@ def main(results: Path, device: str = "cpu", quick: bool = False) -> None:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--results", type=Path, default=Path("results"))
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--quick", action="store_true")
-    args = parser.parse_args()
-    main(args.results, args.device, args.quick)
+    experiment_script(main, __doc__)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +9,7 @@ import torch
 
 from superpose import geometry, registry
 from superpose.io import load_tensors, save_rows, save_tensors
+from superpose.registry import experiment_script
 
 SOURCE = "uniform_superposition"
 """The experiment whose trained models are decomposed (its results are reused if present)."""
@@ -66,9 +66,4 @@ def main(results: Path, device: str = "cpu", quick: bool = False) -> None:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--results", type=Path, default=Path("results"))
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--quick", action="store_true")
-    args = parser.parse_args()
-    main(args.results, args.device, args.quick)
+    experiment_script(main, __doc__)

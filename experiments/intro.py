@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 from superpose.demo import train_intro
+from superpose.registry import experiment_script
 
 
 def main(results: Path, device: str = "cpu", quick: bool = False) -> None:
@@ -14,9 +14,4 @@ def main(results: Path, device: str = "cpu", quick: bool = False) -> None:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--results", type=Path, default=Path("results"))
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--quick", action="store_true")
-    args = parser.parse_args()
-    main(args.results, args.device, args.quick)
+    experiment_script(main, __doc__)

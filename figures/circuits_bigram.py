@@ -5,13 +5,13 @@ Reads ``results/circuits_bigram`` (made by ``superpose reproduce circuits-bigram
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import matplotlib.pyplot as plt
 
 from superpose.circuits.store import load_results
 from superpose.plotting import save_figure
+from superpose.registry import figure_script
 
 
 def main(results: Path, out: Path) -> list[Path]:
@@ -41,8 +41,4 @@ def main(results: Path, out: Path) -> list[Path]:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--results", type=Path, default=Path("results"))
-    parser.add_argument("--out", type=Path, default=Path("figures/out"))
-    arguments = parser.parse_args()
-    print("\n".join(str(path) for path in main(arguments.results, arguments.out)))
+    figure_script(main, __doc__)

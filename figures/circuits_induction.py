@@ -5,7 +5,6 @@ Reads ``results/circuits_induction`` (made by ``superpose reproduce circuits-ind
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -13,6 +12,7 @@ import numpy as np
 
 from superpose.circuits.store import load_results
 from superpose.plotting import save_figure
+from superpose.registry import figure_script
 
 
 def _head(name: str) -> int:
@@ -141,8 +141,4 @@ def main(results: Path, out: Path) -> list[Path]:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--results", type=Path, default=Path("results"))
-    parser.add_argument("--out", type=Path, default=Path("figures/out"))
-    arguments = parser.parse_args()
-    print("\n".join(str(path) for path in main(arguments.results, arguments.out)))
+    figure_script(main, __doc__)

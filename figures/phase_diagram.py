@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -12,6 +11,7 @@ from matplotlib.patches import Patch
 from superpose.io import load_tensors
 from superpose.phases import empirical_phase_diagram
 from superpose.plotting import save_figure
+from superpose.registry import figure_script
 from superpose.theory import PHASES, phase_agreement
 
 COLORS = ("#d9d9d9", "#2b8cbe", "#e6550d")
@@ -78,8 +78,4 @@ def main(results: Path, out: Path) -> list[Path]:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--results", type=Path, default=Path("results"))
-    parser.add_argument("--out", type=Path, default=Path("figures/out"))
-    args = parser.parse_args()
-    print("\n".join(str(path) for path in main(args.results, args.out)))
+    figure_script(main, __doc__)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -10,6 +9,7 @@ import pandas as pd
 
 from superpose.io import load_tensors
 from superpose.plotting import plot_dimensions_per_feature, save_figure
+from superpose.registry import figure_script
 
 
 def main(results: Path, out: Path) -> list[Path]:
@@ -35,8 +35,4 @@ def main(results: Path, out: Path) -> list[Path]:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--results", type=Path, default=Path("results"))
-    parser.add_argument("--out", type=Path, default=Path("figures/out"))
-    args = parser.parse_args()
-    print("\n".join(str(path) for path in main(args.results, args.out)))
+    figure_script(main, __doc__)

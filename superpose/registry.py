@@ -8,7 +8,9 @@ its stem with ``_`` shown as ``-`` (``figures/phase_diagram.py`` is ``phase-diag
 
 from __future__ import annotations
 
+import argparse
 import importlib.util
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 
@@ -48,3 +50,24 @@ def load(kind: str, name: str) -> ModuleType:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def experiment_script(main: Callable[..., None], doc: str | None) -> None:
+    """Command line of ``python experiments/<stem>.py [--results DIR] [--device D] [--quick]``."""
+    parser = argparse.ArgumentParser(description=(doc or "").strip().splitlines()[0])
+    parser.add_argument("--results", type=Path, default=Path("results"), help="results root")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--quick", action="store_true", help="a small smoke-test run")
+    args = parser.parse_args()
+    main(args.results, device=args.device, quick=args.quick)
+
+
+def figure_script(main: Callable[[Path, Path], list[Path]], doc: str | None) -> None:
+    """Command line of ``python figures/<stem>.py [--results DIR] [--out DIR]``; prints the
+    written files."""
+    parser = argparse.ArgumentParser(description=(doc or "").strip().splitlines()[0])
+    parser.add_argument("--results", type=Path, default=Path("results"), help="results root")
+    parser.add_argument("--out", type=Path, default=Path("figures/out"), help="figure folder")
+    args = parser.parse_args()
+    for path in main(args.results, args.out):
+        print(path)
