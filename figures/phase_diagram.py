@@ -61,7 +61,7 @@ def main(results: Path, out: Path) -> list[Path]:
         axes[row, 1].text(
             0.03,
             0.04,
-            f"agreement {100 * agreement:.0f}% of cells",
+            f"agreement {100 * agreement:.1f}% of cells",
             transform=axes[row, 1].transAxes,
             fontsize=9,
             bbox={"facecolor": "white", "alpha": 0.8, "lw": 0},
