@@ -18,6 +18,7 @@ depend on the thread count, so batches depend only on the seed).
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from functools import cache
@@ -83,6 +84,10 @@ def uniform(shape: tuple[int, ...], generator: torch.Generator) -> torch.Tensor:
 @cache
 def _fill_pool() -> ThreadPoolExecutor:
     return ThreadPoolExecutor(max_workers=torch.get_num_threads(), thread_name_prefix="uniform")
+
+
+# A forked child inherits the pool object but not its threads: give it a fresh pool.
+os.register_at_fork(after_in_child=_fill_pool.cache_clear)
 
 
 class SparseFeatures:
