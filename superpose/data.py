@@ -227,6 +227,8 @@ class SparseFeatures:
             # The common case in one division and one threshold (a masked where is several
             # times slower): u < p exactly when the rounded u/p < 1, and -u/p > -1 keeps it.
             # With p = 0 clamped to tiny, only u = 0 counts as active, with magnitude 0.
+            if bool((probability == probability[..., :1]).all()):
+                probability = probability[..., :1]  # one per instance: a faster broadcast
             negative_source = u.div_(-probability.clamp_min(torch.finfo(u.dtype).tiny))
             return torch.threshold_(negative_source, -1.0, -0.0).neg_()
         if self._set_index is None:
