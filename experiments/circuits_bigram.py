@@ -18,13 +18,13 @@ import torch
 from superpose.circuits import (
     AttnOnlyTransformer,
     MarkovChain,
-    cpu_threads,
     empirical_bigram,
     next_token_kl,
     train,
 )
 from superpose.circuits.store import save_results
 from superpose.registry import experiment_script
+from superpose.train import cpu_threads
 
 D_VOCAB, N_CTX, D_MODEL = 24, 32, 32
 STEPS, QUICK_STEPS, BATCH_SIZE, LR = 1500, 100, 128, 3e-2

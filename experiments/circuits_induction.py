@@ -29,7 +29,6 @@ from superpose.circuits import (
     composition_baseline,
     composition_scores,
     copying_score,
-    cpu_threads,
     in_context_learning_score,
     loss_by_position,
     masked_loss,
@@ -42,6 +41,7 @@ from superpose.circuits import (
 from superpose.circuits.store import save_results
 from superpose.circuits.tasks import Batch
 from superpose.registry import experiment_script
+from superpose.train import cpu_threads
 
 D_VOCAB, N_CTX, D_MODEL, N_HEADS = 64, 32, 64, 4
 MIN_LEN, MAX_LEN, BACKGROUND_TEMPERATURE = 4, 16, 1.0

@@ -8,9 +8,9 @@ from pathlib import Path
 import torch
 
 from superpose import SparseFeatures, ToyModel, analysis, train
-from superpose.circuits import cpu_threads
 from superpose.io import save_rows, save_tensors
 from superpose.registry import experiment_script
+from superpose.train import cpu_threads
 
 N_FEATURES = 50
 N_HIDDEN = 20

@@ -8,9 +8,9 @@ from pathlib import Path
 import torch
 
 from superpose import SparseFeatures, ToyModel, analysis, train
-from superpose.circuits import cpu_threads
 from superpose.io import save_rows, save_tensors
 from superpose.registry import experiment_script
+from superpose.train import best_of_seeds, cpu_threads
 
 N_HIDDEN = 2
 FEATURE_PROBABILITY = (0.4, 0.2, 0.1, 0.03)
@@ -93,8 +93,7 @@ def main(results: Path, device: str = "cpu", quick: bool = False) -> None:
                 device=device,
                 progress=not quick,
             )
-        loss = result.loss.view(len(FEATURE_PROBABILITY), len(SEEDS))
-        best = loss.argmin(1) + torch.arange(len(FEATURE_PROBABILITY)) * len(SEEDS)
+        best = best_of_seeds(result.loss, len(SEEDS))
         W = model.W.detach().cpu()[best]
         sets = feature_sets(setting)
         stored[name] = {
@@ -106,7 +105,7 @@ def main(results: Path, device: str = "cpu", quick: bool = False) -> None:
         within = [analysis.mean_cosine(W, group, group) for group in sets]
         # how many seeds reach the kept (lowest-loss) seed's arrangement of the first set
         all_seeds = (
-            analysis.mean_cosine(model.W.detach().cpu(), sets[0], sets[0]).view(loss.shape)
+            analysis.mean_cosine(model.W.detach().cpu(), sets[0], sets[0]).view(-1, len(SEEDS))
             if sets
             else None
         )

@@ -8,9 +8,9 @@ from pathlib import Path
 import torch
 
 from superpose import SparseFeatures, ToyModel, analysis, train
-from superpose.circuits import cpu_threads
 from superpose.io import save_rows, save_tensors
 from superpose.registry import experiment_script
+from superpose.train import best_of_seeds, cpu_threads
 
 N_FEATURES = 10
 N_HIDDEN = 5
@@ -48,8 +48,7 @@ def main(results: Path, device: str = "cpu", quick: bool = False) -> None:
             progress=not quick,
         )
     seconds = time.perf_counter() - start
-    loss = result.loss.view(len(FEATURE_PROBABILITY), len(SEEDS))
-    best = loss.argmin(1) + torch.arange(len(FEATURE_PROBABILITY)) * len(SEEDS)
+    best = best_of_seeds(result.loss, len(SEEDS))
     W = model.W.detach().cpu()[best]
     per_neuron = analysis.features_per_neuron(W, WEIGHT_THRESHOLD)
     norms = analysis.feature_norms(W)

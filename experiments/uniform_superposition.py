@@ -9,9 +9,9 @@ import numpy as np
 import torch
 
 from superpose import SparseFeatures, ToyModel, analysis, train
-from superpose.circuits import cpu_threads
 from superpose.io import save_rows, save_tensors
 from superpose.registry import experiment_script
+from superpose.train import cpu_threads
 
 N_FEATURES = 100
 N_HIDDEN = 20

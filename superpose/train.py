@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -73,6 +74,56 @@ def lr_factor(step: int, steps: int, schedule: str = "constant", warmup_steps: i
     if schedule == "cosine":
         return 0.5 * (1.0 + math.cos(math.pi * progress))
     return 1.0
+
+
+def check_optimizer_settings(
+    steps: int, lr: float, schedule: str, warmup_steps: int, weight_decay: float
+) -> None:
+    """Raise a ValueError naming the first bad setting of an AdamW run with :func:`lr_factor`."""
+    if not (isinstance(lr, int | float) and lr > 0 and math.isfinite(lr)):
+        raise ValueError(f"lr must be a positive finite number, got {lr!r}")
+    if schedule not in SCHEDULES:
+        raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
+    if not (isinstance(warmup_steps, int) and 0 <= warmup_steps <= steps):
+        raise ValueError(f"warmup_steps must be an int in [0, steps={steps}], got {warmup_steps!r}")
+    if not (isinstance(weight_decay, int | float) and weight_decay >= 0):
+        raise ValueError(f"weight_decay must be >= 0, got {weight_decay!r}")
+
+
+@contextmanager
+def cpu_threads(n_threads: int) -> Iterator[None]:
+    """Run the enclosed block with ``torch.set_num_threads(n_threads)``, then restore.
+
+    Toy models are small: one CPU thread often trains them fastest, above all on a machine
+    shared with other jobs, where a second thread waits for a free core on every op.
+    """
+    previous = torch.get_num_threads()
+    torch.set_num_threads(positive_int("n_threads", n_threads))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def best_of_seeds(loss: torch.Tensor, n_seeds: int) -> torch.Tensor:
+    """The paper's protocol of keeping the best of several seeds.
+
+    Args:
+        loss: ``(instance,)`` with instances laid out as consecutive groups of ``n_seeds``
+            (one group per setting, e.g. per feature probability).
+        n_seeds: seeds per group.
+
+    Returns:
+        ``(instance // n_seeds,)`` the instance index of each group's lowest loss.
+    """
+    n_seeds = positive_int("n_seeds", n_seeds)
+    if loss.ndim != 1 or loss.numel() % n_seeds:
+        raise ValueError(
+            f"loss must be 1-D with a multiple of n_seeds={n_seeds} entries, "
+            f"got shape {tuple(loss.shape)}"
+        )
+    groups = loss.view(-1, n_seeds)
+    return groups.argmin(1) + torch.arange(groups.shape[0], device=loss.device) * n_seeds
 
 
 @torch.no_grad()
@@ -159,14 +210,7 @@ def train(
         raise ValueError("batch_size=None (full batch) needs a finite data set (n_samples=...)")
     if batch_size is not None:
         positive_int("batch_size", batch_size)
-    if not (isinstance(lr, int | float) and lr > 0 and math.isfinite(lr)):
-        raise ValueError(f"lr must be a positive finite number, got {lr!r}")
-    if schedule not in SCHEDULES:
-        raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
-    if not (isinstance(warmup_steps, int) and 0 <= warmup_steps <= steps):
-        raise ValueError(f"warmup_steps must be an int in [0, steps={steps}], got {warmup_steps!r}")
-    if not (isinstance(weight_decay, int | float) and weight_decay >= 0):
-        raise ValueError(f"weight_decay must be >= 0, got {weight_decay!r}")
+    check_optimizer_settings(steps, lr, schedule, warmup_steps, weight_decay)
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     if method == "fast" and not fast.supports(model):

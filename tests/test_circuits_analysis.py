@@ -15,7 +15,6 @@ from superpose.circuits import (
     composition_score,
     composition_scores,
     copying_score,
-    cpu_threads,
     full_ov_circuit,
     full_qk_circuit,
     in_context_learning_score,
@@ -28,13 +27,6 @@ from superpose.circuits import (
     random_composition_scores,
     virtual_weights,
 )
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: one thread avoids oversubscribing a shared machine's cores."""
-    with cpu_threads(1):
-        yield
 
 
 def gaussian(*shape: int, seed: int = 0) -> torch.Tensor:

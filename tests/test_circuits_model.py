@@ -5,14 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from superpose.circuits import AttnOnlyTransformer, cpu_threads, path_expansion
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: one thread avoids oversubscribing a shared machine's cores."""
-    with cpu_threads(1):
-        yield
+from superpose.circuits import AttnOnlyTransformer, path_expansion
 
 
 def small_model(

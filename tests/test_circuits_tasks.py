@@ -11,17 +11,9 @@ from superpose.circuits import (
     MarkovChain,
     RepeatedTokens,
     SkipTrigrams,
-    cpu_threads,
     empirical_bigram,
     next_token_kl,
 )
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: one thread avoids oversubscribing a shared machine's cores."""
-    with cpu_threads(1):
-        yield
 
 
 def lag_frequencies(tokens: torch.Tensor, lag: int, d_vocab: int) -> torch.Tensor:

@@ -16,7 +16,6 @@ from superpose.circuits import (
     SkipTrigrams,
     composition_baseline,
     composition_scores,
-    cpu_threads,
     empirical_bigram,
     full_ov_circuit,
     full_qk_circuit,
@@ -28,13 +27,6 @@ from superpose.circuits import (
     train,
 )
 from superpose.train import TrainingDiverged
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: one thread avoids oversubscribing a shared machine's cores."""
-    with cpu_threads(1):
-        yield
 
 
 def tiny_setup(seed: int = 0) -> tuple[AttnOnlyTransformer, MarkovChain]:

@@ -5,7 +5,6 @@ import pytest
 import torch
 
 from superpose import analysis, registry
-from superpose.circuits import cpu_threads
 
 STEMS = [
     "sparsity_sweep",
@@ -43,10 +42,7 @@ def test_uniform_superposition_sticks_at_one_then_one_half():
     1/(1−S) = 1, 2.5, 3.3, 5; every represented feature's D_i at 1/(1−S) = 2.5 is 0.50."""
     uniform = registry.load("experiments", "uniform_superposition")
     probability = np.array([1.0, 0.4, 0.3, 0.2])
-    with cpu_threads(1):
-        model, _ = uniform.train_uniform(
-            probability, 30, 6, steps=2000, batch_size=256, progress=False
-        )
+    model, _ = uniform.train_uniform(probability, 30, 6, steps=2000, batch_size=256, progress=False)
     dims = analysis.dimensions_per_feature(model.W)
     assert dims[0] == pytest.approx(1.0, abs=0.03)
     assert dims[1] == pytest.approx(0.5, abs=0.03)
@@ -91,10 +87,9 @@ def _train_best_of_seeds(setting, probability, seeds, steps):
     model = ToyModel(
         "relu", len(instances), n, 2, 1.0, seed=[s for _ in probability for s in seeds]
     )
-    with cpu_threads(1):
-        result = train(
-            model, data, steps=steps, lr=1e-2, schedule="cosine", progress=False, eval_samples=8192
-        )
+    result = train(
+        model, data, steps=steps, lr=1e-2, schedule="cosine", progress=False, eval_samples=8192
+    )
     loss = result.loss.view(len(probability), len(seeds))
     best = loss.argmin(1) + torch.arange(len(probability)) * len(seeds)
     return model.W.detach()[best]
@@ -128,10 +123,9 @@ def test_privileged_basis_neurons_turn_polysemantic():
     probability = [1.0, 1.0, 0.03, 0.03]
     model = ToyModel("hidden_relu", 4, 10, 5, importance, seed=[0, 1, 0, 1])
     data = SparseFeatures(10, probability, seed=0)
-    with cpu_threads(1):
-        result = train(
-            model, data, steps=10_000, lr=1e-2, schedule="cosine", progress=False, eval_samples=8192
-        )
+    result = train(
+        model, data, steps=10_000, lr=1e-2, schedule="cosine", progress=False, eval_samples=8192
+    )
     best = [int(result.loss[:2].argmin()), 2 + int(result.loss[2:].argmin())]
     per_neuron = analysis.features_per_neuron(model.W.detach()[best], privileged.WEIGHT_THRESHOLD)
     assert (per_neuron[0] == 1).all()
@@ -153,10 +147,7 @@ def test_abs_model_two_neurons_per_feature_when_dense_polysemantic_when_sparse()
     importance = [[computation.IMPORTANCE_DECAY**i for i in range(50)]]
     data = SparseFeatures(50, [1.0, 0.03], magnitude="signed_uniform", seed=0)
     model = ToyModel("abs", 2, 50, 20, importance, seed=0)
-    with cpu_threads(1):
-        train(
-            model, data, steps=4000, lr=1e-2, schedule="cosine", progress=False, eval_samples=8192
-        )
+    train(model, data, steps=4000, lr=1e-2, schedule="cosine", progress=False, eval_samples=8192)
     W = model.W.detach()
     per_neuron = analysis.features_per_neuron(W.abs(), computation.WEIGHT_THRESHOLD)
     represented = (analysis.feature_norms(W) > analysis.REPRESENTED_NORM).sum(-1)

@@ -38,7 +38,7 @@ from superpose.circuits.scores import (
     previous_token_scores,
 )
 from superpose.circuits.tasks import Batch, MarkovChain, RepeatedTokens, SkipTrigrams
-from superpose.circuits.train import TrainResult, cpu_threads, next_token_losses, train
+from superpose.circuits.train import TrainResult, next_token_losses, train
 
 __all__ = [
     "AttnOnlyTransformer",
@@ -53,7 +53,6 @@ __all__ = [
     "composition_score",
     "composition_scores",
     "copying_score",
-    "cpu_threads",
     "empirical_bigram",
     "full_ov_circuit",
     "full_qk_circuit",

@@ -9,10 +9,8 @@ or infinite loss.
 
 from __future__ import annotations
 
-import math
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -23,7 +21,7 @@ from tqdm.auto import tqdm
 from superpose._checks import make_generator, positive_int, resolve_device
 from superpose.circuits.model import AttnOnlyTransformer
 from superpose.circuits.tasks import Batch
-from superpose.train import SCHEDULES, TrainingDiverged, lr_factor
+from superpose.train import TrainingDiverged, check_optimizer_settings, lr_factor
 
 
 class Task(Protocol):
@@ -70,21 +68,6 @@ def next_token_losses(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tenso
     return F.cross_entropy(logits[:, :-1].transpose(1, 2), tokens[:, 1:], reduction="none")
 
 
-@contextmanager
-def cpu_threads(n_threads: int) -> Iterator[None]:
-    """Run the enclosed block with ``torch.set_num_threads(n_threads)``, then restore.
-
-    These transformers are so small that one CPU thread trains them fastest, especially on a
-    machine shared with other jobs.
-    """
-    previous = torch.get_num_threads()
-    torch.set_num_threads(positive_int("n_threads", n_threads))
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
-
-
 def train(
     model: AttnOnlyTransformer,
     task: Task,
@@ -127,14 +110,7 @@ def train(
     steps = positive_int("steps", steps)
     batch_size = positive_int("batch_size", batch_size)
     log_every = positive_int("log_every", log_every)
-    if not (isinstance(lr, int | float) and lr > 0 and math.isfinite(lr)):
-        raise ValueError(f"lr must be a positive finite number, got {lr!r}")
-    if schedule not in SCHEDULES:
-        raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
-    if not (isinstance(warmup_steps, int) and 0 <= warmup_steps <= steps):
-        raise ValueError(f"warmup_steps must be an int in [0, steps={steps}], got {warmup_steps!r}")
-    if not (isinstance(weight_decay, int | float) and weight_decay >= 0):
-        raise ValueError(f"weight_decay must be >= 0, got {weight_decay!r}")
+    check_optimizer_settings(steps, lr, schedule, warmup_steps, weight_decay)
     if task.d_vocab > model.d_vocab or task.n_ctx > model.n_ctx:
         raise ValueError(
             f"task (d_vocab={task.d_vocab}, n_ctx={task.n_ctx}) does not fit the model "
