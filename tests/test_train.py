@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from superpose import SparseFeatures, ToyModel, TrainingDiverged, analysis, train
-from superpose.train import evaluate, lr_factor
+from superpose.train import best_of_seeds, cpu_threads, evaluate, lr_factor
 
 IMPORTANCE = [[0.9**i for i in range(5)]]
 FAST = {"lr": 1e-2, "schedule": "cosine", "progress": False}
@@ -154,3 +154,21 @@ def test_on_log_sees_each_interval():
     )
     assert [step for step, _ in seen] == [100, 200, 250]
     assert torch.equal(seen[-1][1], model.W) and not torch.equal(seen[0][1], model.W)
+
+
+def test_best_of_seeds_picks_each_groups_lowest_loss():
+    loss = torch.tensor([0.3, 0.1, 0.2, 0.5, 0.4, 0.6])
+    assert best_of_seeds(loss, 3).tolist() == [1, 4]
+    assert best_of_seeds(loss, 1).tolist() == list(range(6))
+    with pytest.raises(ValueError, match="multiple of n_seeds=4"):
+        best_of_seeds(loss, 4)
+
+
+def test_cpu_threads_restores_the_thread_count():
+    before = torch.get_num_threads()
+    with cpu_threads(1):
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before
+    with pytest.raises(ValueError, match="n_threads"):
+        with cpu_threads(0):
+            pass
