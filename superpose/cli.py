@@ -52,8 +52,17 @@ def _figure(args: argparse.Namespace) -> int:
         return 0
     if not args.all and not args.name:
         raise SystemExit("superpose figure: give a NAME, --all or --list")
-    for name in registry.names("figures") if args.all else [args.name]:
-        for path in registry.load("figures", name).main(Path(args.results), Path(args.out)):
+    if not args.all:
+        for path in registry.load("figures", args.name).main(Path(args.results), Path(args.out)):
+            print(path)
+        return 0
+    for name in registry.names("figures"):
+        try:
+            paths = registry.load("figures", name).main(Path(args.results), Path(args.out))
+        except FileNotFoundError as error:
+            print(f"skipped {name}: {error}", file=sys.stderr)
+            continue
+        for path in paths:
             print(path)
     return 0
 

@@ -78,3 +78,15 @@ def test_sweep_dry_run_then_run_then_resume(tmp_path, capsys):
     assert "4 done, 0 skipped, 0 failed" in capsys.readouterr().out
     assert main(["sweep", str(spec), "--out", out, "--quiet"]) == 0
     assert "0 done, 4 skipped" in capsys.readouterr().out
+
+
+def test_figure_all_skips_figures_without_results(tmp_path, capsys):
+    results, out = tmp_path / "results", tmp_path / "out"
+    assert (
+        main(["reproduce", "intro", "--quick", "--results", str(results), "--out", str(out)]) == 0
+    )
+    capsys.readouterr()
+    assert main(["figure", "--all", "--results", str(results), "--out", str(out)]) == 0
+    captured = capsys.readouterr()
+    assert captured.out.split() == [str(out / "intro.png"), str(out / "intro.pdf")]
+    assert "skipped phase-diagram" in captured.err
