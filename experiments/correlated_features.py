@@ -7,10 +7,10 @@ from pathlib import Path
 
 import torch
 
-from superpose import SparseFeatures, ToyModel, analysis, train
+from superpose import analysis
 from superpose.io import save_rows, save_tensors
 from superpose.registry import experiment_script
-from superpose.train import best_of_seeds, cpu_threads
+from superpose.train import train_seed_grid
 
 N_HIDDEN = 2
 FEATURE_PROBABILITY = (0.4, 0.2, 0.1, 0.03)
@@ -66,34 +66,27 @@ def main(results: Path, device: str = "cpu", quick: bool = False) -> None:
     n)``, the sets) and ``metrics.csv`` (within- and across-set mean cosines, the outcome)
     in ``results/correlated_features``."""
     steps = 100 if quick else STEPS
-    probability = [p for p in FEATURE_PROBABILITY for _ in SEEDS]
-    seeds = [s for _ in FEATURE_PROBABILITY for s in SEEDS]
     stored: dict[str, object] = {"feature_probability": torch.tensor(FEATURE_PROBABILITY)}
     rows = []
     start = time.perf_counter()
     for name, setting in SETTINGS.items():
         n_features = int(setting["n_features"])
-        data = SparseFeatures(
+        grid = train_seed_grid(
+            "relu",
             n_features,
-            probability,
+            N_HIDDEN,
+            FEATURE_PROBABILITY,
+            SEEDS,
             correlated_sets=setting["correlated_sets"],
             anticorrelated_sets=setting["anticorrelated_sets"],
-            seed=0,
             device=device,
+            steps=steps,
+            batch_size=BATCH_SIZE,
+            lr=LR,
+            schedule="cosine",
+            progress=not quick,
         )
-        model = ToyModel("relu", len(probability), n_features, N_HIDDEN, 1.0, seed=seeds)
-        with cpu_threads(1):  # small models: one thread is fastest, above all on a shared CPU
-            result = train(
-                model,
-                data,
-                steps=steps,
-                batch_size=BATCH_SIZE,
-                lr=LR,
-                schedule="cosine",
-                device=device,
-                progress=not quick,
-            )
-        best = best_of_seeds(result.loss, len(SEEDS))
+        model, result, best = grid.model, grid.result, grid.best
         W = model.W.detach().cpu()[best]
         sets = feature_sets(setting)
         stored[name] = {
@@ -116,7 +109,7 @@ def main(results: Path, device: str = "cpu", quick: bool = False) -> None:
                 {
                     "setting": name,
                     "feature_probability": p,
-                    "seed": seeds[int(best[k])],
+                    "seed": SEEDS[int(best[k]) % len(SEEDS)],
                     "loss": float(result.loss[best[k]]),
                     "within_set_cosine": sum(within_k) / len(within_k) if within_k else "",
                     "across_set_cosine": "" if across is None else float(across[k]),

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import torch
 
-from superpose import SparseFeatures, ToyModel, analysis, train
+from superpose import analysis
 from superpose.io import save_rows, save_tensors
 from superpose.registry import experiment_script
-from superpose.train import best_of_seeds, cpu_threads
+from superpose.train import train_seed_grid
 
 N_FEATURES = 10
 N_HIDDEN = 5
@@ -30,25 +30,24 @@ def main(results: Path, device: str = "cpu", quick: bool = False) -> None:
     feature)``, ``b``, features per neuron, monosemanticity) and ``metrics.csv`` (dead /
     monosemantic / polysemantic neuron counts) in ``results/privileged_basis``."""
     steps = 100 if quick else STEPS
-    probability = [p for p in FEATURE_PROBABILITY for _ in SEEDS]
-    seeds = [s for _ in FEATURE_PROBABILITY for s in SEEDS]
     importance = [[IMPORTANCE_DECAY**i for i in range(N_FEATURES)]]
-    data = SparseFeatures(N_FEATURES, probability, seed=0, device=device)
-    model = ToyModel("hidden_relu", len(probability), N_FEATURES, N_HIDDEN, importance, seed=seeds)
     start = time.perf_counter()
-    with cpu_threads(1):  # small models: one thread is fastest, above all on a shared CPU
-        result = train(
-            model,
-            data,
-            steps=steps,
-            batch_size=BATCH_SIZE,
-            lr=LR,
-            schedule="cosine",
-            device=device,
-            progress=not quick,
-        )
+    grid = train_seed_grid(
+        "hidden_relu",
+        N_FEATURES,
+        N_HIDDEN,
+        FEATURE_PROBABILITY,
+        SEEDS,
+        importance=importance,
+        device=device,
+        steps=steps,
+        batch_size=BATCH_SIZE,
+        lr=LR,
+        schedule="cosine",
+        progress=not quick,
+    )
     seconds = time.perf_counter() - start
-    best = best_of_seeds(result.loss, len(SEEDS))
+    model, result, best = grid.model, grid.result, grid.best
     W = model.W.detach().cpu()[best]
     per_neuron = analysis.features_per_neuron(W, WEIGHT_THRESHOLD)
     norms = analysis.feature_norms(W)
@@ -76,7 +75,7 @@ def main(results: Path, device: str = "cpu", quick: bool = False) -> None:
         [
             {
                 "feature_probability": p,
-                "seed": seeds[int(best[k])],
+                "seed": SEEDS[int(best[k]) % len(SEEDS)],
                 "loss": float(result.loss[best[k]]),
                 "dead_neurons": int((per_neuron[k] == 0).sum()),
                 "monosemantic_neurons": int((per_neuron[k] == 1).sum()),

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -16,7 +16,7 @@ import torch
 from tqdm.auto import tqdm
 
 from superpose import fast
-from superpose._checks import make_generator, positive_int, resolve_device
+from superpose._checks import ArrayLike, make_generator, positive_int, resolve_device
 from superpose.data import SparseFeatures
 from superpose.models import ToyModel
 
@@ -124,6 +124,56 @@ def best_of_seeds(loss: torch.Tensor, n_seeds: int) -> torch.Tensor:
         )
     groups = loss.view(-1, n_seeds)
     return groups.argmin(1) + torch.arange(groups.shape[0], device=loss.device) * n_seeds
+
+
+@dataclass
+class SeedGrid:
+    """What :func:`train_seed_grid` returns.
+
+    Attributes:
+        model: every trained instance, ``(setting × seed)`` in setting-major order.
+        result: the training result of all instances.
+        best: ``(n_settings,)`` the instance index of each setting's lowest-loss seed.
+    """
+
+    model: ToyModel
+    result: TrainResult
+    best: torch.Tensor
+
+
+def train_seed_grid(
+    kind: str,
+    n_features: int,
+    n_hidden: int,
+    feature_probability: Sequence[float],
+    seeds: Sequence[int],
+    *,
+    importance: ArrayLike = 1.0,
+    correlated_sets: Sequence[Sequence[int]] = (),
+    anticorrelated_sets: Sequence[Sequence[int]] = (),
+    device: str = "cpu",
+    **options: object,
+) -> SeedGrid:
+    """Train one instance per (feature probability, seed) at once, on one CPU thread, and
+    find each probability's best seed (the paper's protocol).
+
+    Instance ``k · len(seeds) + j`` has ``feature_probability[k]`` and is initialised with
+    ``seeds[j]``; the data stream is seeded with 0. ``options`` go to :func:`train`.
+    """
+    probability = [p for p in feature_probability for _ in seeds]
+    data = SparseFeatures(
+        n_features,
+        probability,
+        correlated_sets=correlated_sets,
+        anticorrelated_sets=anticorrelated_sets,
+        seed=0,
+        device=device,
+    )
+    instance_seeds = [s for _ in feature_probability for s in seeds]
+    model = ToyModel(kind, len(probability), n_features, n_hidden, importance, seed=instance_seeds)
+    with cpu_threads(1):
+        result = train(model, data, device=device, **options)
+    return SeedGrid(model, result, best_of_seeds(result.loss, len(seeds)))
 
 
 @torch.no_grad()

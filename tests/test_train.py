@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from superpose import SparseFeatures, ToyModel, TrainingDiverged, analysis, train
-from superpose.train import best_of_seeds, cpu_threads, evaluate, lr_factor
+from superpose.train import best_of_seeds, cpu_threads, evaluate, lr_factor, train_seed_grid
 
 IMPORTANCE = [[0.9**i for i in range(5)]]
 FAST = {"lr": 1e-2, "schedule": "cosine", "progress": False}
@@ -172,3 +172,12 @@ def test_cpu_threads_restores_the_thread_count():
     with pytest.raises(ValueError, match="n_threads"):
         with cpu_threads(0):
             pass
+
+
+def test_train_seed_grid_lays_out_settings_by_seeds():
+    grid = train_seed_grid("relu", 2, 1, [1.0, 0.05], [3, 4, 5], steps=300, lr=1e-2, progress=False)
+    assert grid.model.n_instances == 6 and grid.best.shape == (2,)
+    # instances 0-2 saw dense data (p = 1), 3-5 sparse data (p = 0.05): a far larger loss
+    assert grid.result.loss[:3].min() > 5 * grid.result.loss[3:].max()
+    assert grid.best.tolist() == best_of_seeds(grid.result.loss, 3).tolist()
+    assert 0 <= grid.best[0] < 3 <= grid.best[1] < 6
