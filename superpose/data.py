@@ -6,6 +6,13 @@ Each feature ``i`` is active with probability ``feature_probability[i]`` (the pa
 (the whole set is active together) or *anticorrelated* sets (at most one feature of the set
 is active at a time), as in the TMS section on correlated and anticorrelated features.
 
+The firing profiles and structures of the sparse-autoencoder literature are here too:
+:func:`zipf_probability` and :func:`geometric_probability` build per-feature probability
+profiles, :func:`folded_normal` and :func:`rectified_normal` are magnitude distributions,
+:class:`Hierarchy` gates children on their parents (siblings optionally mutually exclusive),
+and :class:`LowRankCorrelation` correlates the features' firing through a Gaussian copula
+while keeping every feature's marginal probability.
+
 Sampling uses one uniform number ``u`` per element: the feature is active when
 ``u < p`` and then ``u / p`` is again uniform on ``[0, 1)``, so it serves as the magnitude's
 source through the distribution's inverse CDF. That halves the random numbers drawn
@@ -21,6 +28,7 @@ import math
 import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from functools import cache
 
 import numpy as np
@@ -28,6 +36,7 @@ import torch
 
 from superpose._checks import (
     ArrayLike,
+    as_float_tensor,
     broadcast_instances,
     make_generator,
     per_instance_feature,
@@ -48,6 +57,243 @@ MAGNITUDES: dict[str, InverseCDF] = {
 ``uniform``: U[0, 1] (the paper's default); ``signed_uniform``: U[-1, 1] (the computation
 model's input); ``constant``: always 1; ``exponential``: Exp(1).
 """
+
+
+HALF_STEP = 2.0**-25
+"""Half the spacing of float32 uniforms (multiples of ``2**-24``): an inverse CDF evaluated at
+``max(u, HALF_STEP)`` stays finite when ``u`` is exactly 0 (a normal quantile of -5.4)."""
+
+
+def _real(name: str, value: object) -> float:
+    """Return ``value`` as a float, or raise if it is not a finite real number."""
+    if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating):
+        raise TypeError(f"{name} must be a number, got {type(value).__name__} {value!r}")
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be finite, got {value}")
+    return float(value)
+
+
+def zipf_probability(
+    n_features: int,
+    exponent: float = 1.0,
+    max_probability: float = 0.3,
+    min_probability: float = 0.01,
+) -> torch.Tensor:
+    """Zipf (power-law) firing probabilities ``(n_features,)``, decreasing with the index.
+
+    Feature ``i`` (rank ``r = i + 1``) gets ``r**-exponent`` mapped affinely onto
+    ``[min_probability, max_probability]``: the first feature fires with ``max_probability``,
+    the last with ``min_probability``. This is the profile of SAELens's synthetic data
+    (``zipfian_firing_probabilities``) used by SynthSAEBench (exponent 0.5, maximum 0.4,
+    minimum 5e-4), kept so that its worlds can be rebuilt; it is a power law up to that
+    affine map. One feature gets ``max_probability``.
+
+    Pass it as ``feature_probability=profile[None, :]`` (one row shared by all instances).
+    """
+    n_features = positive_int("n_features", n_features)
+    exponent = _real("exponent", exponent)
+    high = _real("max_probability", max_probability)
+    low = _real("min_probability", min_probability)
+    if exponent <= 0:
+        raise ValueError(f"exponent must be > 0, got {exponent}")
+    if not 0 <= low <= high <= 1:
+        raise ValueError(
+            "need 0 <= min_probability <= max_probability <= 1, got "
+            f"min_probability={low}, max_probability={high}"
+        )
+    if n_features == 1:
+        return torch.tensor([high], dtype=torch.float32)
+    power = torch.arange(1, n_features + 1, dtype=torch.float64) ** -exponent
+    fraction = (power - power[-1]) / (power[0] - power[-1])
+    return (low + (high - low) * fraction).to(torch.float32)
+
+
+def geometric_probability(
+    n_features: int, ratio: float = 0.99, expected_active: float = 5.0
+) -> torch.Tensor:
+    """Geometric firing probabilities ``(n_features,)``: ``p_i ∝ ratio**i`` with
+    ``Σ p_i = expected_active`` (the expected number of active features per sample).
+
+    Sharkey, Braun & Millidge (2022, "Taking features out of superposition with sparse
+    autoencoders") use ``ratio=0.99`` scaled to about 5 active features among 512.
+
+    Raises:
+        ValueError: if the scale needed makes a probability exceed 1 (``expected_active``
+            above ``Σ ratio**i / max ratio**i``).
+    """
+    n_features = positive_int("n_features", n_features)
+    ratio = _real("ratio", ratio)
+    expected_active = _real("expected_active", expected_active)
+    if ratio <= 0:
+        raise ValueError(f"ratio must be > 0, got {ratio}")
+    if expected_active <= 0:
+        raise ValueError(f"expected_active must be > 0, got {expected_active}")
+    decay = ratio ** torch.arange(n_features, dtype=torch.float64)
+    reachable = float(decay.sum() / decay.max())
+    if expected_active > reachable:
+        raise ValueError(
+            f"expected_active={expected_active} is unreachable with ratio={ratio} and "
+            f"n_features={n_features}: it must be at most {reachable:.6g} so that every "
+            "probability stays <= 1"
+        )
+    return (decay * (expected_active / decay.sum())).to(torch.float32)
+
+
+def _magnitude_parameter(name: str, value: ArrayLike, low: float | None) -> torch.Tensor:
+    """A magnitude parameter broadcastable against a ``(instance, batch, n_features)`` batch:
+    a scalar, ``(n_features,)`` per feature, or ``(instance, n_features)``."""
+    tensor = as_float_tensor(name, value)
+    if tensor.ndim > 2:
+        raise ValueError(
+            f"{name} must be a scalar, (n_features,) or (instance, n_features); "
+            f"got shape {tuple(tensor.shape)}"
+        )
+    if low is not None and (tensor < low).any():
+        raise ValueError(f"{name} must be >= {low}, got minimum {tensor.min().item():g}")
+    return tensor[:, None, :] if tensor.ndim == 2 else tensor
+
+
+def _normal_magnitude(name: str, mean: ArrayLike, std: ArrayLike, fold: bool) -> InverseCDF:
+    mean_tensor = _magnitude_parameter("mean", mean, low=None)
+    std_tensor = _magnitude_parameter("std", std, low=0.0)
+
+    def inverse_cdf(u: torch.Tensor) -> torch.Tensor:
+        z = torch.special.ndtri(u.clamp_min(HALF_STEP))
+        value = mean_tensor.to(u.device) + std_tensor.to(u.device) * z
+        return value.abs() if fold else value.clamp_min(0.0)
+
+    inverse_cdf.__name__ = name
+    return inverse_cdf
+
+
+def folded_normal(mean: ArrayLike = 1.0, std: ArrayLike = 1.0) -> InverseCDF:
+    """Folded-normal magnitudes ``|N(mean, std²)|``, usable as ``magnitude=``.
+
+    ``mean`` and ``std`` are those of the normal before folding (as in SAELens's
+    ``FoldedNormalMagnitudeConfig``); each is a scalar, ``(n_features,)`` per feature or
+    ``(instance, n_features)``; ``std`` may be 0 (constant magnitude ``|mean|``). Magnitudes are
+    ``|mean + std·Φ⁻¹(u)|`` for the uniform source ``u``.
+    """
+    return _normal_magnitude("folded_normal", mean, std, fold=True)
+
+
+def rectified_normal(mean: ArrayLike = 1.0, std: ArrayLike = 1.0) -> InverseCDF:
+    """Rectified-normal magnitudes ``max(0, N(mean, std²))``, usable as ``magnitude=``.
+
+    SAELens's activation generator (and so SynthSAEBench) draws each firing feature's magnitude
+    as ``mean_i + std_i·N(0, 1)`` and then applies a ReLU; this is that distribution (a firing
+    feature can take magnitude 0). Arguments as for :func:`folded_normal`.
+    """
+    return _normal_magnitude("rectified_normal", mean, std, fold=False)
+
+
+@dataclass(frozen=True)
+class Hierarchy:
+    """Parent-child structure of the features: a child can fire only when its parent fires.
+
+    Args:
+        parent: ``(n_features,)`` parent index of every feature, ``-1`` for a root. Trees of any
+            depth; no cycles.
+        exclusive: whether the children of a parent are mutually exclusive (at most one fires
+            at a time): ``True`` for every parent, ``False`` for none, or the parents' indices.
+
+    In :class:`SparseFeatures`, a child's ``feature_probability`` is its probability
+    *conditional on its parent firing* (as in SAELens's hierarchy and Nabeshima's Matryoshka
+    toy model), so its marginal probability is the product of the conditional probabilities
+    along its ancestry (:attr:`SparseFeatures.marginal_probability`). Without correlation the
+    child's own draw is independent of everything else, so these products are exact.
+    Exclusive siblings share one uniform draw whose value picks at most one of them (windows
+    tiling ``[0, Σ p)``, like ``anticorrelated_sets``), so each keeps its conditional probability
+    exactly; their conditional probabilities must sum to at most 1. (SAELens instead draws
+    siblings independently and keeps one at random, which lowers their probabilities.)
+    Mutually exclusive roots are ``anticorrelated_sets``.
+    """
+
+    parent: Sequence[int]
+    exclusive: bool | Sequence[int] = False
+
+    def depth(self) -> list[int]:
+        """Depth of every feature (0 for roots). Raises ValueError for a cycle."""
+        parent = list(self.parent)
+        depth = [-1] * len(parent)
+        for feature in range(len(parent)):
+            path = []
+            node = feature
+            while node != -1 and depth[node] < 0:
+                if node in path:
+                    raise ValueError(f"hierarchy: the parents form a cycle through {path}")
+                path.append(node)
+                node = parent[node]
+            base = -1 if node == -1 else depth[node]
+            for offset, visited in enumerate(reversed(path), start=1):
+                depth[visited] = base + offset
+        return depth
+
+
+@dataclass(frozen=True)
+class LowRankCorrelation:
+    """Correlated firing through a Gaussian copula with a low-rank correlation matrix.
+
+    Args:
+        factor: ``(n_features, rank)`` shared by all instances, or
+            ``(instance, n_features, rank)``: the latent correlation matrix is
+            ``R = F Fᵀ + diag(1 - Σ_k F_ik²)`` (unit diagonal); every row needs ``Σ_k F_ik² < 1``.
+
+    Each sample draws ``g ~ N(0, I_rank)``; feature ``i`` fires when
+    ``z_i = F_i·g + sqrt(1 - Σ_k F_ik²)·ε_i < Φ⁻¹(p_i)`` with independent ``ε_i ~ N(0, 1)``.
+    As ``z_i ~ N(0, 1)``, every feature keeps its firing probability ``p_i`` exactly, and two
+    features fire together with probability ``Φ₂(Φ⁻¹(p_i), Φ⁻¹(p_j); R_ij)``. This is the
+    low-rank copula of SynthSAEBench (SAELens ``LowRankCorrelationMatrix``). Given ``g`` the
+    features are independent, so :class:`SparseFeatures` only draws ``g`` and thresholds each
+    feature's own uniform at ``Φ((Φ⁻¹(p_i) - F_i·g) / sqrt(1 - Σ_k F_ik²))``; magnitudes stay
+    independent of the firing pattern.
+    """
+
+    factor: torch.Tensor
+
+    @classmethod
+    def random(
+        cls,
+        n_features: int,
+        rank: int,
+        scale: float = 0.1,
+        seed: int | torch.Generator | None = None,
+    ) -> LowRankCorrelation:
+        """A random factor with entries ``N(0, scale²)`` (SynthSAEBench: rank 25, scale 0.1)."""
+        n_features = positive_int("n_features", n_features)
+        rank = positive_int("rank", rank)
+        scale = _real("scale", scale)
+        if scale < 0:
+            raise ValueError(f"scale must be >= 0, got {scale}")
+        generator = make_generator(seed)
+        factor = scale * torch.randn(n_features, rank, generator=generator)
+        return cls(factor)
+
+    def checked_factor(self, n_features: int) -> torch.Tensor:
+        """The factor as ``(instance or 1, n_features, rank)`` float32, validated."""
+        factor = as_float_tensor("correlation factor", self.factor)
+        if factor.ndim == 2:
+            factor = factor[None]
+        if factor.ndim != 3 or factor.shape[1] != n_features or factor.shape[2] == 0:
+            raise ValueError(
+                f"correlation factor must be shaped (n_features={n_features}, rank) or "
+                f"(instance, n_features, rank), got {tuple(self.factor.shape)}"
+            )
+        shared = factor.pow(2).sum(-1)
+        if (shared >= 1).any():
+            raise ValueError(
+                "correlation factor: every row needs sum of squares < 1 (the feature's "
+                f"independent part); got a maximum of {shared.max().item():g} "
+                "(use a smaller scale or rank)"
+            )
+        return factor.contiguous()
+
+    def matrix(self) -> torch.Tensor:
+        """The latent correlation matrix ``(instance or 1, n_features, n_features)``."""
+        factor = self.checked_factor(torch.as_tensor(self.factor).shape[-2])
+        shared = factor @ factor.mT
+        residual = 1 - factor.pow(2).sum(-1)
+        return shared + torch.diag_embed(residual)
 
 
 UNIFORM_CHUNK = 2**19
@@ -106,6 +352,16 @@ class SparseFeatures:
         anticorrelated_sets: disjoint lists of feature indices; at most one feature of a set is
             active at a time. Feature ``j`` keeps its marginal probability ``p_j``, so the sum
             of a set's probabilities must be at most 1.
+        hierarchy: a :class:`Hierarchy`; a child fires only when its parent fires, and its
+            ``feature_probability`` is conditional on the parent firing. Children cannot be
+            in ``correlated_sets`` or ``anticorrelated_sets`` (use ``Hierarchy.exclusive`` for
+            siblings); roots and parents can.
+        correlation: a :class:`LowRankCorrelation` coupling the features' firing while each
+            keeps its probability. Not combinable with ``correlated_sets`` or
+            ``anticorrelated_sets``. With a hierarchy it couples every feature's own draw
+            (roots keep their probability exactly; a child's marginal then also depends on
+            its correlation with its ancestors) except exclusive siblings, whose shared
+            draw stays independent.
         n_samples: if given, a finite data set of this many fixed samples is drawn once (for
             memorization studies) and :meth:`sample` returns rows of it.
         n_instances: instances of the finite data set (default: the instance count of
@@ -129,6 +385,8 @@ class SparseFeatures:
         magnitude: str | InverseCDF = "uniform",
         correlated_sets: Sequence[Sequence[int]] = (),
         anticorrelated_sets: Sequence[Sequence[int]] = (),
+        hierarchy: Hierarchy | None = None,
+        correlation: LowRankCorrelation | None = None,
         n_samples: int | None = None,
         n_instances: int | None = None,
         seed: int | torch.Generator | None = None,
@@ -156,7 +414,15 @@ class SparseFeatures:
         self.anticorrelated_sets = self._check_sets(
             "anticorrelated_sets", anticorrelated_sets, self.correlated_sets
         )
-        self._set_index, self._lower, self._upper = self._set_layout()
+        self.hierarchy = hierarchy
+        self._levels, exclusive_groups = self._hierarchy_layout()
+        self._set_index, self._lower, self._upper = self._set_layout(exclusive_groups)
+        self.marginal_probability = self._marginal_probability()
+        """``(instance or 1, n_features)`` probability that each feature fires: equals
+        ``feature_probability`` except for hierarchy children (the product along the ancestry;
+        exact without ``correlation``)."""
+        self.correlation = correlation
+        self._factor, self._residual = self._correlation_layout()
         self.generator = make_generator(seed, self.device)
         self.n_samples = None if n_samples is None else positive_int("n_samples", n_samples)
         self.dataset: torch.Tensor | None = None
@@ -223,7 +489,8 @@ class SparseFeatures:
             "feature_probability", self.feature_probability, n_instances
         ).to(generator.device)[:, None, :]
         u = uniform((n_instances, batch_size, self.n_features), generator)
-        if self._set_index is None and self._inverse_cdf is MAGNITUDES["uniform"]:
+        plain = self._set_index is None and self.hierarchy is None and self._factor is None
+        if plain and self._inverse_cdf is MAGNITUDES["uniform"]:
             # The common case in one division and one threshold (a masked where is several
             # times slower): u < p exactly when the rounded u/p < 1, and -u/p > -1 keeps it.
             # With p = 0 clamped to tiny, only u = 0 counts as active, with magnitude 0.
@@ -231,19 +498,43 @@ class SparseFeatures:
                 probability = probability[..., :1]  # one per instance: a faster broadcast
             negative_source = u.div_(-probability.clamp_min(torch.finfo(u.dtype).tiny))
             return torch.threshold_(negative_source, -1.0, -0.0).neg_()
+        threshold = (
+            probability
+            if self._factor is None
+            else self._copula_threshold(probability, batch_size, generator)
+        )
         if self._set_index is None:
-            active = u < probability
-            source = u / probability.clamp_min(torch.finfo(u.dtype).tiny)
+            active = u < threshold
+            source = u / threshold.clamp_min(torch.finfo(u.dtype).tiny)
         else:
             n_sets = int(self._set_index.max()) + 1
             w = uniform((n_instances, batch_size, n_sets), generator)
             in_set = self._set_index >= 0
             w = torch.where(in_set, w[..., self._set_index.clamp_min(0)], u)
             lower = torch.where(in_set, self._lower * probability, 0.0)
-            upper = torch.where(in_set, self._upper * probability, probability)
+            upper = torch.where(in_set, self._upper * probability, threshold)
             active = (w >= lower) & (w < upper)
-            source = torch.where(in_set, u, u / probability.clamp_min(torch.finfo(u.dtype).tiny))
+            source = torch.where(in_set, u, u / threshold.clamp_min(torch.finfo(u.dtype).tiny))
+        for children, parents in self._levels:
+            active[..., children] &= active[..., parents]
         return torch.where(active, self._inverse_cdf(source), 0.0)
+
+    def _copula_threshold(
+        self, probability: torch.Tensor, batch_size: int, generator: torch.Generator
+    ) -> torch.Tensor:
+        """Per-sample firing probabilities ``(instance, batch, n_features)`` given the copula's
+        shared factors ``g`` (see :class:`LowRankCorrelation`); their mean over ``g`` is
+        ``probability`` ``(instance, 1, n_features)``."""
+        factor = broadcast_instances("correlation", self._factor, probability.shape[0])
+        factor = factor.to(generator.device)
+        g = torch.randn(
+            (probability.shape[0], batch_size, factor.shape[-1]),
+            generator=generator,
+            device=generator.device,
+        )
+        shared = g @ factor.mT
+        residual = self._residual.to(generator.device)
+        return torch.special.ndtr((torch.special.ndtri(probability) - shared) / residual)
 
     def _check_sets(
         self, name: str, sets: Sequence[Sequence[int]], taken: list[list[int]]
@@ -267,14 +558,102 @@ class SparseFeatures:
             checked.append(group)
         return checked
 
-    def _set_layout(self) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor]:
+    def _hierarchy_layout(self) -> tuple[list[tuple[torch.Tensor, torch.Tensor]], list[list[int]]]:
+        """Validate the hierarchy; return its ``(children, parents)`` index pairs by depth
+        (shallowest first) and the groups of mutually exclusive siblings."""
+        if self.hierarchy is None:
+            return [], []
+        if not isinstance(self.hierarchy, Hierarchy):
+            raise TypeError(
+                f"hierarchy must be a superpose.data.Hierarchy or None, got {self.hierarchy!r}"
+            )
+        parent = [int(i) for i in self.hierarchy.parent]
+        if len(parent) != self.n_features:
+            raise ValueError(
+                f"hierarchy: parent must have n_features={self.n_features} entries, "
+                f"got {len(parent)}"
+            )
+        if any(not -1 <= i < self.n_features for i in parent):
+            raise ValueError(
+                f"hierarchy: parent indices must be -1 (root) or lie in "
+                f"[0, {self.n_features - 1}], got {sorted(set(parent))}"
+            )
+        depth = Hierarchy(parent).depth()
+        in_sets = {i for group in self.correlated_sets + self.anticorrelated_sets for i in group}
+        children_in_sets = sorted(i for i in in_sets if parent[i] >= 0)
+        if children_in_sets:
+            raise ValueError(
+                f"hierarchy: children {children_in_sets} cannot be in correlated_sets or "
+                "anticorrelated_sets (use Hierarchy.exclusive for mutually exclusive siblings)"
+            )
+        levels = []
+        for level in range(1, max(depth) + 1):
+            children = [i for i in range(self.n_features) if depth[i] == level]
+            levels.append(
+                (
+                    torch.tensor(children, device=self.device),
+                    torch.tensor([parent[i] for i in children], device=self.device),
+                )
+            )
+        exclusive = self.hierarchy.exclusive
+        if isinstance(exclusive, bool):
+            exclusive_parents = set(parent) - {-1} if exclusive else set()
+        else:
+            exclusive_parents = {int(i) for i in exclusive}
+            if any(not 0 <= i < self.n_features for i in exclusive_parents):
+                raise ValueError(
+                    f"hierarchy: exclusive parent indices must lie in "
+                    f"[0, {self.n_features - 1}], got {sorted(exclusive_parents)}"
+                )
+        groups = [
+            [i for i in range(self.n_features) if parent[i] == p] for p in sorted(exclusive_parents)
+        ]
+        return levels, [group for group in groups if len(group) >= 2]
+
+    def _marginal_probability(self) -> torch.Tensor:
+        marginal = self.feature_probability.clone()
+        for children, parents in self._levels:
+            marginal[:, children] *= marginal[:, parents]
+        return marginal
+
+    def _correlation_layout(self) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """Validate the correlation; return its factor ``(instance or 1, n_features, rank)``
+        and the independent parts' scales ``(instance or 1, 1, n_features)``."""
+        if self.correlation is None:
+            return None, None
+        if not isinstance(self.correlation, LowRankCorrelation):
+            raise TypeError(
+                "correlation must be a superpose.data.LowRankCorrelation or None, "
+                f"got {self.correlation!r}"
+            )
+        if self.correlated_sets or self.anticorrelated_sets:
+            raise ValueError(
+                "correlation cannot be combined with correlated_sets or anticorrelated_sets "
+                "(the copula already sets how features fire together)"
+            )
+        factor = self.correlation.checked_factor(self.n_features)
+        instances = {factor.shape[0], self.feature_probability.shape[0]} - {1}
+        if len(instances) > 1:
+            raise ValueError(
+                f"correlation has {factor.shape[0]} instances but feature_probability has "
+                f"{self.feature_probability.shape[0]}"
+            )
+        residual = (1 - factor.pow(2).sum(-1)).sqrt()[:, None, :]
+        return factor.to(self.device), residual.to(self.device)
+
+    def _set_layout(
+        self, exclusive_groups: list[list[int]]
+    ) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor]:
         """Per feature: its set's index (-1 if none) and its activity window as multiples of p.
 
         A feature ``j`` in a set is active when the set's uniform draw ``w`` lies in
         ``[lower_j·p_j, upper_j·p_j)``: for a correlated set the window is ``[0, p)`` for every
-        member; for an anticorrelated set the members' windows tile ``[0, Σ p)``.
+        member; for an anticorrelated set (or a hierarchy's exclusive siblings) the members'
+        windows tile ``[0, Σ p)``.
         """
-        if not self.correlated_sets and not self.anticorrelated_sets:
+        exclusive = [("anticorrelated_sets", group) for group in self.anticorrelated_sets]
+        exclusive += [("hierarchy: exclusive siblings", group) for group in exclusive_groups]
+        if not self.correlated_sets and not exclusive:
             return None, torch.zeros(0), torch.zeros(0)
         p = self.feature_probability
         set_index = torch.full((self.n_features,), -1, dtype=torch.long)
@@ -287,12 +666,12 @@ class SparseFeatures:
                     f"correlated_sets: features {group} must share one feature_probability"
                 )
         offset = len(self.correlated_sets)
-        for k, group in enumerate(self.anticorrelated_sets):
+        for k, (name, group) in enumerate(exclusive):
             set_index[group] = offset + k
             cumulative = torch.cumsum(p[:, group], dim=1)
             if (cumulative[:, -1] > 1 + 1e-6).any():
                 raise ValueError(
-                    f"anticorrelated_sets: the probabilities of {group} sum to more "
+                    f"{name}: the probabilities of {group} sum to more "
                     "than 1, so they cannot be mutually exclusive"
                 )
             start = cumulative - p[:, group]
