@@ -514,7 +514,9 @@ class SparseFeatures:
             lower = torch.where(in_set, self._lower * probability, 0.0)
             upper = torch.where(in_set, self._upper * probability, threshold)
             active = (w >= lower) & (w < upper)
-            source = torch.where(in_set, u, u / threshold.clamp_min(torch.finfo(u.dtype).tiny))
+            # a set member's own u is its magnitude's source as is: divide it by 1
+            divisor = torch.where(in_set, 1.0, threshold.clamp_min(torch.finfo(u.dtype).tiny))
+            source = u / divisor
         for children, parents in self._levels:
             active[..., children] &= active[..., parents]
         return torch.where(active, self._inverse_cdf(source), 0.0)
