@@ -201,7 +201,9 @@ class Hierarchy:
     *conditional on its parent firing* (as in SAELens's hierarchy and Nabeshima's Matryoshka
     toy model), so its marginal probability is the product of the conditional probabilities
     along its ancestry (:attr:`SparseFeatures.marginal_probability`). Without correlation the
-    child's own draw is independent of everything else, so these products are exact.
+    child's own draw is independent of everything else, so these products are exact; to
+    prescribe marginal probabilities instead (a Zipf profile, say), pass
+    :meth:`conditional_probability` of them.
     Exclusive siblings share one uniform draw whose value picks at most one of them (windows
     tiling ``[0, Σ p)``, like ``anticorrelated_sets``), so each keeps its conditional probability
     exactly; their conditional probabilities must sum to at most 1. (SAELens instead draws
@@ -212,9 +214,19 @@ class Hierarchy:
     parent: Sequence[int]
     exclusive: bool | Sequence[int] = False
 
-    def depth(self) -> list[int]:
-        """Depth of every feature (0 for roots). Raises ValueError for a cycle."""
-        parent = list(self.parent)
+    def depth(self, n_features: int) -> list[int]:
+        """Depth of each of the ``n_features`` features (0 for roots), after checking that
+        ``parent`` has that many valid entries and no cycle (ValueError otherwise)."""
+        parent = [int(i) for i in self.parent]
+        if len(parent) != n_features:
+            raise ValueError(
+                f"hierarchy: parent must have n_features={n_features} entries, got {len(parent)}"
+            )
+        if any(not -1 <= i < n_features for i in parent):
+            raise ValueError(
+                f"hierarchy: parent indices must be -1 (root) or lie in "
+                f"[0, {n_features - 1}], got {sorted(set(parent))}"
+            )
         depth = [-1] * len(parent)
         for feature in range(len(parent)):
             path = []
@@ -228,6 +240,42 @@ class Hierarchy:
             for offset, visited in enumerate(reversed(path), start=1):
                 depth[visited] = base + offset
         return depth
+
+    def conditional_probability(self, marginal: ArrayLike) -> torch.Tensor:
+        """The ``feature_probability`` that makes the features fire with probabilities
+        ``marginal``: every child's marginal divided by its parent's.
+
+        Args:
+            marginal: ``(n_features,)`` or ``(instance, n_features)`` target probabilities
+                in ``[0, 1]``; a child's may not exceed its parent's.
+
+        Returns:
+            The conditional probabilities, shaped like ``marginal`` (pass a 1-D result as
+            ``[None, :]``). Exact without ``correlation``; exclusive siblings must still sum
+            to at most 1, which :class:`SparseFeatures` checks. This plays the role of
+            SynthSAEBench's ``compensate_probabilities``, exactly and without clamping.
+        """
+        tensor = as_float_tensor("marginal", marginal)
+        if tensor.ndim not in (1, 2):
+            raise ValueError(
+                f"marginal must be (n_features,) or (instance, n_features), "
+                f"got shape {tuple(tensor.shape)}"
+            )
+        self.depth(tensor.shape[-1])
+        parent = torch.tensor([int(i) for i in self.parent], dtype=torch.long)
+        if (tensor < 0).any() or (tensor > 1).any():
+            raise ValueError("marginal must lie in [0, 1]")
+        has_parent = parent >= 0
+        parent_marginal = tensor[..., parent.clamp_min(0)]
+        too_likely = has_parent & (tensor > parent_marginal * (1 + 1e-6))
+        if too_likely.any():
+            children = sorted({int(i) for i in too_likely.nonzero()[:, -1]})
+            raise ValueError(
+                f"marginal: children {children} would fire more often than their parents"
+            )
+        tiny = torch.finfo(tensor.dtype).tiny
+        conditional = torch.where(has_parent, tensor / parent_marginal.clamp_min(tiny), tensor)
+        return conditional.clamp_max(1.0)
 
 
 @dataclass(frozen=True)
@@ -569,18 +617,8 @@ class SparseFeatures:
             raise TypeError(
                 f"hierarchy must be a superpose.data.Hierarchy or None, got {self.hierarchy!r}"
             )
+        depth = self.hierarchy.depth(self.n_features)
         parent = [int(i) for i in self.hierarchy.parent]
-        if len(parent) != self.n_features:
-            raise ValueError(
-                f"hierarchy: parent must have n_features={self.n_features} entries, "
-                f"got {len(parent)}"
-            )
-        if any(not -1 <= i < self.n_features for i in parent):
-            raise ValueError(
-                f"hierarchy: parent indices must be -1 (root) or lie in "
-                f"[0, {self.n_features - 1}], got {sorted(set(parent))}"
-            )
-        depth = Hierarchy(parent).depth()
         in_sets = {i for group in self.correlated_sets + self.anticorrelated_sets for i in group}
         children_in_sets = sorted(i for i in in_sets if parent[i] >= 0)
         if children_in_sets:

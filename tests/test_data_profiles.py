@@ -145,6 +145,25 @@ def test_hierarchy_conditional_probability_given_parent():
     assert not (with_parent[:, 1] & with_parent[:, 2]).any()
 
 
+def test_conditional_probability_gives_the_marginals():
+    hierarchy = Hierarchy(_tree(), exclusive=True)
+    target = zipf_probability(9, exponent=1.0, max_probability=0.6, min_probability=0.02)
+    # children fire less often than their parents but siblings must share the parent's firing
+    target[[1, 2, 6, 7]] = torch.tensor([0.3, 0.2, 0.02, 0.03])
+    conditional = hierarchy.conditional_probability(target)
+    assert conditional[1].item() == pytest.approx(0.3 / 0.6) and conditional[0] == target[0]
+    data = SparseFeatures(9, conditional[None, :], hierarchy=hierarchy, seed=8)
+    np.testing.assert_allclose(data.marginal_probability[0], target, rtol=1e-6)
+    n = 200_000
+    _within_sigmas((data.sample(n)[0] > 0).float().mean(0), target, n)
+    # a parent that never fires: its children's conditional probability is 0, not nan
+    assert Hierarchy([-1, 0]).conditional_probability([[0.0, 0.0]]).tolist() == [[0.0, 0.0]]
+    with pytest.raises(ValueError, match=r"children \[1\] would fire more often"):
+        Hierarchy([-1, 0]).conditional_probability([0.2, 0.3])
+    with pytest.raises(ValueError, match="n_features=2 entries"):
+        Hierarchy([-1, 0, 0]).conditional_probability([0.2, 0.1])
+
+
 def test_hierarchy_with_sets_magnitudes_and_finite_data():
     data = SparseFeatures(
         6,
