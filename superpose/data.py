@@ -198,12 +198,13 @@ class Hierarchy:
             at a time): ``True`` for every parent, ``False`` for none, or the parents' indices.
 
     In :class:`SparseFeatures`, a child's ``feature_probability`` is its probability
-    *conditional on its parent firing* (as in SAELens's hierarchy and Nabeshima's Matryoshka
-    toy model), so its marginal probability is the product of the conditional probabilities
-    along its ancestry (:attr:`SparseFeatures.marginal_probability`). Without correlation the
-    child's own draw is independent of everything else, so these products are exact; to
-    prescribe marginal probabilities instead (a Zipf profile, say), pass
-    :meth:`conditional_probability` of them.
+    *conditional on its parent firing* (as in SAELens's hierarchy modifier, which follows
+    Nabeshima's Matryoshka-SAE toy model), so its marginal probability is the product of the
+    conditional probabilities along its ancestry (:attr:`SparseFeatures.marginal_probability`).
+    Without correlation the child's own draw is independent of everything else, so these
+    products are exact; to prescribe marginal probabilities instead (a Zipf profile, say),
+    pass :meth:`conditional_probability` of them.
+
     Exclusive siblings share one uniform draw whose value picks at most one of them (windows
     tiling ``[0, Σ p)``, like ``anticorrelated_sets``), so each keeps its conditional probability
     exactly; their conditional probabilities must sum to at most 1. (SAELens instead draws
