@@ -52,10 +52,15 @@ def SAE(kind: str, n_instances: int, d_in: int, d_sae: int, **options: Any) -> S
 
 
 def per_instance(
-    name: str, value: float | Sequence[float] | torch.Tensor, n_instances: int, *, low: float
+    name: str,
+    value: float | Sequence[float] | torch.Tensor,
+    n_instances: int,
+    *,
+    low: float,
+    high: float | None = None,
 ) -> torch.Tensor:
-    """Validate a per-instance hyper-parameter: a scalar or ``(instance,)`` values ``≥ low``;
-    returns it as a float32 ``(instance,)`` tensor."""
+    """Validate a per-instance hyper-parameter: a scalar or ``(instance,)`` values in ``[low,
+    high]`` (``high=None``: no bound); returns it as a float32 ``(instance,)`` tensor."""
     tensor = as_float_tensor(name, value)
     if tensor.ndim == 0:
         tensor = tensor.expand(n_instances)
@@ -64,8 +69,10 @@ def per_instance(
             f"{name} must be a scalar or one value per instance (n_instances={n_instances},), "
             f"got shape {tuple(tensor.shape)}"
         )
-    if (tensor < low).any():
+    if high is None and (tensor < low).any():
         raise ValueError(f"{name} must be >= {low}, got {tensor.tolist()}")
+    if high is not None and ((tensor < low) | (tensor > high)).any():
+        raise ValueError(f"{name} must lie in [{low}, {high}], got {tensor.tolist()}")
     return tensor.clone()
 
 

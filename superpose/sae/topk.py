@@ -66,9 +66,7 @@ class TopKSAE(SparseAutoencoder):
         k_tensor = torch.as_tensor(k)
         if k_tensor.is_floating_point() or k_tensor.dtype == torch.bool:
             raise TypeError(f"k must be an int or one int per instance, got {k!r}")
-        k_tensor = per_instance("k", k_tensor, self.n_instances, low=1)
-        if (k_tensor > self.d_sae).any():
-            raise ValueError(f"k must lie in [1, d_sae={self.d_sae}], got {k_tensor.tolist()}")
+        k_tensor = per_instance("k", k_tensor, self.n_instances, low=1, high=self.d_sae)
         self.register_buffer("k", k_tensor.long())
         aux_k = max(1, self.d_in // 2) if aux_k is None else aux_k
         if isinstance(aux_k, bool) or not isinstance(aux_k, int) or not 1 <= aux_k <= self.d_sae:
