@@ -129,5 +129,5 @@ def test_evaluate_bad_source():
     source = Superposed(superpose.SparseFeatures(4, 0.25, seed=0), d_model=3, seed=0)
     with pytest.raises(ValueError, match=r"source.d_model=3 but the SAE's d_in=4"):
         evaluate(SAE("relu", 1, 4, 8), source)
-    with pytest.raises(TypeError, match="source must be a superpose.sae source"):
+    with pytest.raises(TypeError, match=r"source must be a superpose\.sae source"):
         evaluate(SAE("relu", 1, 4, 8), superpose.SparseFeatures(4, 0.25))
