@@ -9,6 +9,8 @@ with ``H`` the Heaviside step. ``H`` has no useful derivative, so ``θ`` learns 
 straight-through estimators with a rectangle kernel ``K(u) = [|u| < 1/2]`` of bandwidth
 ``ε``: ``∂z/∂θ := −(θ/ε) K((π − θ)/ε)`` and ``∂H/∂θ := −(1/ε) K((π − θ)/ε)``; the gradient
 into ``π`` is ``H(π − θ)`` through ``z`` and none through the penalty.
+Decoder rows are kept at unit norm (the trainer renormalises them), so a latent's value and
+threshold are on the scale of its direction's coefficient in ``x``.
 Defaults: ``θ`` starts at ``threshold_init`` = 0.1 with ``ε`` = 0.05, larger than the
 paper's 0.001 for both: ``log θ`` moves by about ``lr`` per Adam step, so from 0.001 a
 threshold cannot reach the scale of unit-magnitude features in a few thousand steps, and a
