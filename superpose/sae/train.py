@@ -153,7 +153,8 @@ def train(
     progress: bool = True,
     method: str = "auto",
 ) -> SAETrainResult:
-    """Train every instance of ``sae`` on ``source`` with Adam; the SAE is updated in place.
+    """Train every instance of ``sae`` on ``source`` with Adam; the SAE is updated in place
+    and left in inference mode (``sae.eval()``: BatchTopK then uses its threshold).
 
     Every SAE instance sees the same batch when ``source`` has one instance (drawn once and
     shared) and its own when ``source`` has one instance per SAE instance.
@@ -232,7 +233,9 @@ def train(
         since_fired = torch.where(fired, 0, since_fired + batch_size)
         if resample_every is not None and (step + 1) % resample_every == 0:
             if step + resample_every < steps:
-                resample_dead(sae, x, since_fired >= dead_window, optimizer, generator)
+                resampled = since_fired >= dead_window
+                resample_dead(sae, x, resampled, optimizer, generator)
+                since_fired = since_fired.masked_fill(resampled, 0)  # a fresh start
         row = step % log_every
         interval["loss"][row] = parts["mse"] + sparsity_scale * parts["sparsity"] + parts["aux"]
         for name in ("mse", "sparsity", "aux"):
