@@ -1,0 +1,133 @@
+"""Recovery scores: exact values on constructed dictionaries and hand-made activations."""
+
+import math
+
+import pandas as pd
+import pytest
+import torch
+
+import superpose
+from superpose.sae import SAE, Superposed, evaluate, feature_recovery
+from superpose.sae.metrics import abs_cosines, matching
+
+
+def _directions(n_features=6, d=4, seed=0):
+    rows = torch.randn(n_features, d, generator=torch.Generator().manual_seed(seed))
+    return rows / rows.norm(dim=1, keepdim=True)
+
+
+def test_a_permuted_sign_flipped_rescaled_copy_scores_one():
+    directions = _directions()
+    generator = torch.Generator().manual_seed(1)
+    permutation = torch.randperm(6, generator=generator)
+    scale = torch.tensor([1.0, -2.0, 0.5, -0.1, 3.0, -1.0])[:, None]
+    W_dec = torch.cat([directions[permutation] * scale, torch.zeros(2, 4)])  # 2 unused rows
+    scores = feature_recovery(W_dec, directions)
+    assert isinstance(scores, pd.DataFrame) and list(scores["instance"]) == [0]
+    for column in ("mmcs", "mcc", "recovered"):
+        assert scores[column].item() == pytest.approx(1.0, abs=1e-6)
+    latents, features = matching(abs_cosines(W_dec[None], directions))
+    torch.testing.assert_close(permutation[latents[0]], features[0])
+
+
+def test_known_cosines_give_exact_scores():
+    # 2 features in 2-D; latent rows at known angles to them
+    directions = torch.eye(2)
+    angle = math.radians(30)
+    W_dec = torch.tensor(
+        [
+            [
+                [math.cos(angle), math.sin(angle)],  # |cos| 0.866 to f0, 0.5 to f1
+                [0.8, 0.6],  # 0.8 to f0, 0.6 to f1
+            ],
+            [[1.0, 0.0], [1.0, 0.0]],  # both latents on f0: f1 is missed
+        ]
+    )
+    scores = feature_recovery(W_dec, directions)
+    # instance 0: best per feature (0.866, 0.6); matching: 0.866 + 0.6 > 0.5 + 0.8
+    assert scores["mmcs"][0] == pytest.approx((math.cos(angle) + 0.6) / 2)
+    assert scores["mcc"][0] == pytest.approx((math.cos(angle) + 0.6) / 2)
+    assert scores["recovered"][0] == 0.0
+    # instance 1: best (1, 0) → MMCS 0.5; one-to-one also 0.5; one feature recovered
+    assert scores["mmcs"][1] == pytest.approx(0.5)
+    assert scores["mcc"][1] == pytest.approx(0.5)
+    assert scores["recovered"][1] == 0.5
+
+
+def test_mcc_is_below_mmcs_when_latents_are_shared():
+    # 1 latent between 2 features: MMCS counts it for both, MCC matches it once
+    W_dec = torch.tensor([[1.0, 1.0], [0.0, 0.0]]) / math.sqrt(2)
+    scores = feature_recovery(W_dec, torch.eye(2))
+    assert scores["mmcs"].item() == pytest.approx(1 / math.sqrt(2))
+    assert scores["mcc"].item() == pytest.approx(1 / (2 * math.sqrt(2)))
+
+
+def test_feature_recovery_bad_input():
+    with pytest.raises(ValueError, match=r"directions must be shaped \(n_features, d_in=4\)"):
+        feature_recovery(torch.zeros(3, 4), torch.zeros(5, 3))
+    with pytest.raises(ValueError, match="sae_or_W_dec must be shaped"):
+        feature_recovery(torch.zeros(4), torch.zeros(5, 4))
+    with pytest.raises(TypeError, match="sae_or_W_dec must be an SAE or a tensor"):
+        feature_recovery([[1.0]], torch.zeros(1, 1))
+
+
+def _perfect_relu_sae(directions, scale=1.0):
+    """A ReLU SAE that encodes orthonormal ``directions`` (x̂ = scale · x up to 1e-6); its
+    encoder bias −1e-6 keeps float rounding of inactive features from firing."""
+    n, d = directions.shape
+    sae = SAE("relu", 1, d, n, seed=0)
+    with torch.no_grad():
+        sae.W_enc.copy_(directions.T[None])
+        sae.W_dec.copy_(scale * directions[None])
+        sae.b_enc.fill_(-1e-6)
+    return sae
+
+
+def test_evaluate_on_a_perfect_and_a_shrunk_dictionary():
+    features = superpose.SparseFeatures(4, 0.25, seed=0)
+    source = Superposed(features, d_model=4, orthogonal=True, seed=0)
+    torch.testing.assert_close(source.directions @ source.directions.T, torch.eye(4))
+    perfect = evaluate(_perfect_relu_sae(source.directions), source, n_samples=4000, seed=3)
+    assert perfect["mmcs"].item() == pytest.approx(1.0, abs=1e-6)
+    assert perfect["mse"].item() == pytest.approx(0.0, abs=1e-10)
+    assert perfect["explained_variance"].item() == pytest.approx(1.0, abs=1e-6)
+    assert perfect["shrinkage"].item() == pytest.approx(0.0, abs=1e-5)
+    for column in ("precision", "recall", "f1"):  # latent j fires exactly when feature j is on
+        assert perfect[column].item() == pytest.approx(1.0)
+    # L0 = mean active features (the same draws: one chunk of 4000 < batch_size)
+    _, f = source.sample_with_features(4000, generator=torch.Generator().manual_seed(3))
+    assert perfect["l0"].item() == pytest.approx((f > 0).sum(-1).float().mean().item())
+    assert perfect["dead_fraction"].item() == 0.0
+
+    shrunk = evaluate(_perfect_relu_sae(source.directions, 0.5), source, n_samples=4000, seed=3)
+    assert shrunk["shrinkage"].item() == pytest.approx(0.5, abs=1e-5)  # x̂ = x / 2
+    x = source.sample(4000, generator=torch.Generator().manual_seed(3))[0]
+    expected = 1 - (0.25 * x.square().sum()) / (x - x.mean(0)).square().sum()
+    assert shrunk["explained_variance"].item() == pytest.approx(expected.item(), rel=1e-4)
+
+
+def test_evaluate_counts_dead_latents_and_firing_precision():
+    features = superpose.SparseFeatures(2, 0.5, seed=0)
+    source = Superposed(features, d_model=2, orthogonal=True, seed=0)
+    sae = _perfect_relu_sae(source.directions)
+    with torch.no_grad():  # latent 1 also reads feature 0
+        sae.W_enc[0, :, 1] = source.directions.sum(0)
+    scores = evaluate(sae, source, n_samples=20000, seed=0)
+    # latent 1 fires when either feature is on (p = 3/4), feature 1 is on half the time:
+    # precision (1/2) / (3/4) = 2/3, latent 0's is 1. Tolerance: ~3 binomial standard errors
+    assert scores["precision"].item() == pytest.approx((1 + 2 / 3) / 2, abs=0.01)
+    assert scores["recall"].item() == pytest.approx(1.0)
+    dead = _perfect_relu_sae(source.directions)
+    with torch.no_grad():
+        dead.b_enc[0, 0] = -10.0
+    scores = evaluate(dead, source, n_samples=1000)
+    assert scores["dead_fraction"].item() == 0.5
+    assert scores["precision"].item() == 0.5 and scores["recall"].item() == 0.5
+
+
+def test_evaluate_bad_source():
+    source = Superposed(superpose.SparseFeatures(4, 0.25, seed=0), d_model=3, seed=0)
+    with pytest.raises(ValueError, match=r"source.d_model=3 but the SAE's d_in=4"):
+        evaluate(SAE("relu", 1, 4, 8), source)
+    with pytest.raises(TypeError, match=r"source must be a superpose\.sae source"):
+        evaluate(SAE("relu", 1, 4, 8), superpose.SparseFeatures(4, 0.25))

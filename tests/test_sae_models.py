@@ -1,0 +1,177 @@
+"""SAE kinds: shapes, config round trip, bad input and the loss equations on tiny cases."""
+
+import math
+
+import pytest
+import torch
+
+from superpose.sae import KINDS, SAE, BatchTopKSAE
+
+OPTIONS = {
+    "relu": {"l1_coefficient": [0.0, 0.1]},
+    "topk": {"k": [1, 3]},
+    "batchtopk": {"k": [1, 3]},
+    "jumprelu": {"l0_coefficient": [0.0, 0.1]},
+    "matryoshka": {"k": [1, 3], "prefixes": [2, 5, 8]},
+}
+
+
+def test_every_registered_kind_is_tested():
+    assert set(KINDS) == set(OPTIONS)
+
+
+@pytest.mark.parametrize("kind", sorted(OPTIONS))
+def test_shapes_config_round_trip_and_non_negative_latents(kind):
+    sae = SAE(kind, 2, 5, 8, seed=0, **OPTIONS[kind])
+    assert (sae.kind, sae.n_instances, sae.d_in, sae.d_sae) == (kind, 2, 5, 8)
+    assert sae.W_enc.shape == (2, 5, 8) and sae.W_dec.shape == (2, 8, 5)
+    assert sae.b_enc.shape == (2, 8) and sae.b_dec.shape == (2, 5)
+    torch.testing.assert_close(sae.W_dec.norm(dim=-1), torch.ones(2, 8))
+    torch.testing.assert_close(sae.W_enc, sae.W_dec.transpose(1, 2))
+    x = torch.randn(2, 7, 5, generator=torch.Generator().manual_seed(0))
+    z = sae.encode(x)
+    assert z.shape == (2, 7, 8) and (z >= 0).all()
+    assert sae(x).shape == (2, 7, 5)
+    parts = sae.loss_parts(x)
+    assert set(parts) == {"mse", "sparsity", "aux"}
+    assert all(value.shape == (2,) for value in parts.values())
+    torch.testing.assert_close(sae.loss(x), parts["mse"] + parts["sparsity"] + parts["aux"])
+    rebuilt = SAE(**sae.config())
+    assert type(rebuilt) is type(sae) and rebuilt.config() == sae.config()
+    assert {k: v.shape for k, v in rebuilt.state_dict().items()} == {
+        k: v.shape for k, v in sae.state_dict().items()
+    }
+    rebuilt.load_state_dict(sae.state_dict())
+    torch.testing.assert_close(rebuilt(x), sae(x))
+
+
+def test_per_instance_seeds_reproduce_single_instance_draws():
+    both = SAE("topk", 2, 4, 6, k=2, seed=[3, 4])
+    single = SAE("topk", 1, 4, 6, k=2, seed=4)
+    torch.testing.assert_close(both.W_dec[1], single.W_dec[0])
+    assert not torch.equal(both.W_dec[0], both.W_dec[1])
+
+
+@pytest.mark.parametrize(
+    ("kind", "options", "match"),
+    [
+        ("nope", {}, "kind must be one of"),
+        ("topk", {"k": 0}, r"k must lie in \[1, 8\]"),
+        ("topk", {"k": 9}, r"k must lie in \[1, 8\]"),
+        ("batchtopk", {"k": [1, 0]}, r"k must lie in \[1, 8\]"),
+        ("batchtopk", {"k": [1, 2, 3]}, "k must be a scalar or one value per instance"),
+        ("relu", {"l1_coefficient": -0.1}, "l1_coefficient must be >= 0"),
+        ("relu", {"l1_coefficient": [0.1, 0.2, 0.3]}, "l1_coefficient must be a scalar"),
+        ("jumprelu", {"l0_coefficient": -1.0}, "l0_coefficient must be >= 0"),
+        ("jumprelu", {"bandwidth": 0.0}, "bandwidth must be a positive"),
+        ("topk", {"k": 2, "aux_k": 0}, "aux_k must be an int"),
+        ("topk", {"k": 2, "aux_coefficient": -1.0}, "aux_coefficient must be >= 0"),
+        ("matryoshka", {"k": 2, "prefixes": [4, 2, 8]}, "prefixes must be increasing"),
+        ("matryoshka", {"k": 2, "prefixes": [2, 4]}, "ending at d_sae"),
+    ],
+)
+def test_bad_hyperparameters_are_named(kind, options, match):
+    with pytest.raises(ValueError, match=match):
+        SAE(kind, 2, 5, 8, **options)
+
+
+def test_bad_sizes_and_types():
+    with pytest.raises(ValueError, match="d_sae must be a positive integer"):
+        SAE("relu", 1, 4, 0)
+    with pytest.raises(TypeError, match="d_in must be a positive integer"):
+        SAE("relu", 1, 4.0, 8)
+    with pytest.raises(TypeError, match="k must be an int"):
+        SAE("topk", 1, 4, 8, k=1.5)
+    with pytest.raises(TypeError, match="missing 1 required keyword-only argument: 'k'"):
+        SAE("topk", 1, 4, 8)
+    with pytest.raises(ValueError, match=r"x must be shaped \(n_instances=1, batch, d_in=4\)"):
+        SAE("relu", 1, 4, 8).loss(torch.zeros(1, 3, 5))
+
+
+def _identity_sae(kind, **options):
+    """One instance, d_in = d_sae = 3, W_enc = W_dec = I, zero biases."""
+    sae = SAE(kind, 1, 3, 3, seed=0, **options)
+    with torch.no_grad():
+        sae.W_enc.copy_(torch.eye(3)[None])
+        sae.W_dec.copy_(torch.eye(3)[None])
+    return sae
+
+
+def test_relu_penalty_is_l1_weighted_by_decoder_norms():
+    sae = _identity_sae("relu", l1_coefficient=0.5)
+    with torch.no_grad():
+        sae.W_dec.mul_(torch.tensor([1.0, 2.0, 3.0])[None, :, None])
+    x = torch.tensor([[[1.0, -2.0, 0.5], [0.0, 1.0, 1.0]]])
+    parts = sae.loss_parts(x)
+    # z = ReLU(x): rows (1, 0, 0.5) and (0, 1, 1); Σ z_j ‖W_dec,j‖ = 2.5 and 5, mean 3.75
+    torch.testing.assert_close(parts["sparsity"], torch.tensor([0.5 * 3.75]))
+    # x̂ = z · diag(1, 2, 3): (1, 0, 1.5) and (0, 2, 3); errors 0+4+1 and 0+1+4 → mean 5
+    torch.testing.assert_close(parts["mse"], torch.tensor([5.0]))
+
+
+def test_topk_keeps_each_instances_k_largest_per_sample():
+    sae = SAE("topk", 2, 4, 4, k=[1, 2], seed=0)
+    pre = torch.tensor([[[0.1, 0.5, -1.0, 0.3]], [[0.1, 0.5, -1.0, 0.3]]])
+    z = sae.activate(pre)
+    torch.testing.assert_close(z, torch.tensor([[[0, 0.5, 0, 0]], [[0, 0.5, 0, 0.3]]]))
+    # a negative pre-activation inside the top k is ReLU'd away
+    z = SAE("topk", 1, 4, 4, k=3, seed=0).activate(torch.tensor([[[-0.2, 0.5, -1.0, -0.1]]]))
+    torch.testing.assert_close(z, torch.tensor([[[0, 0.5, 0, 0]]]))
+
+
+def test_batchtopk_keeps_k_per_sample_on_average_then_uses_its_threshold():
+    sae = BatchTopKSAE(1, 3, 3, k=1, seed=0)
+    pre = torch.tensor([[[3.0, 2.0, 0.0], [0.5, 0.1, 0.2]]])  # keep the 2 largest: 3 and 2
+    z = sae.activate(pre)
+    torch.testing.assert_close(z, torch.tensor([[[3.0, 2.0, 0.0], [0.0, 0.0, 0.0]]]))
+    sae.observe(z)
+    assert sae.threshold.item() == 2.0  # first observation: the smallest kept activation
+    sae.observe(torch.tensor([[[1.0, 0.0, 0.0]]]))
+    assert sae.threshold.item() == pytest.approx(0.99 * 2.0 + 0.01 * 1.0)
+    sae.eval()
+    z = sae.activate(torch.tensor([[[2.5, 1.0, 2.0], [0.5, 0.1, 0.2]]]))
+    torch.testing.assert_close(z, torch.tensor([[[2.5, 0.0, 2.0], [0.0, 0.0, 0.0]]]))
+
+
+def test_matryoshka_sums_the_prefix_reconstruction_errors():
+    sae = _identity_sae("matryoshka", k=3, prefixes=[1, 3])
+    x = torch.tensor([[[1.0, 2.0, 3.0]]])
+    # z = x (all kept); prefix 1 reconstructs (1, 0, 0): error 4 + 9; prefix 3 is exact
+    torch.testing.assert_close(sae.loss_parts(x)["mse"], torch.tensor([13.0]))
+
+
+def test_auxk_reconstructs_the_residual_with_dead_latents_only():
+    sae = _identity_sae("topk", k=1, aux_k=1, aux_coefficient=0.5)
+    x = torch.tensor([[[3.0, 2.0, 1.0]]])
+    dead = torch.tensor([[False, True, True]])
+    # z keeps 3; residual e = (0, 2, 1); the best dead latent (2) gives ê = (0, 2, 0)
+    parts = sae.loss_parts(x, dead)
+    torch.testing.assert_close(parts["mse"], torch.tensor([5.0]))
+    torch.testing.assert_close(parts["aux"], torch.tensor([0.5 * 1.0]))
+    assert sae.loss_parts(x, torch.zeros(1, 3, dtype=torch.bool))["aux"].item() == 0.0
+    # the aux loss trains the dead latent's decoder row (and no gradient reaches e)
+    sae.loss_parts(x, dead)["aux"].sum().backward()
+    assert sae.W_dec.grad[0, 1].abs().sum() > 0 and sae.W_dec.grad[0, 0].abs().sum() == 0
+
+
+def test_jumprelu_straight_through_gradients():
+    bandwidth, theta = 0.2, 0.5
+    sae = _identity_sae("jumprelu", l0_coefficient=0.25, bandwidth=bandwidth, threshold_init=theta)
+    x = torch.tensor([[[0.55, 1.0, 0.2], [0.45, 0.58, 0.7]]])
+    parts = sae.loss_parts(x)
+    # H(π − θ): rows (1, 1, 0) and (0, 1, 1) → L0 = 2 each
+    torch.testing.assert_close(parts["sparsity"], torch.tensor([0.25 * 2.0]))
+    parts["sparsity"].sum().backward()
+    # ∂/∂θ_j = λ · mean_batch −(1/ε)[|π − θ| < ε/2]: window (0.4, 0.6) holds 0.55, 0.45 (latent
+    # 0) and 0.58 (latent 1); ∂/∂ log θ = θ ∂/∂θ
+    in_window = torch.tensor([2.0, 1.0, 0.0])
+    expected = 0.25 * (-in_window / bandwidth / 2) * theta
+    torch.testing.assert_close(sae.log_threshold.grad[0], expected)
+    assert sae.W_enc.grad is None or sae.W_enc.grad.abs().sum() == 0  # no gradient into π
+    sae.zero_grad()
+    z = sae.encode(x)
+    torch.testing.assert_close(z, x * torch.tensor([[[1.0, 1, 0], [0, 1, 1]]]))
+    z.sum().backward()
+    # ∂z/∂θ := −(θ/ε) K: the same window count, times θ/ε; through log θ another θ
+    torch.testing.assert_close(sae.log_threshold.grad[0], -in_window * theta / bandwidth * theta)
+    assert math.isclose(sae.bandwidth, bandwidth)
