@@ -36,7 +36,10 @@ Hungarian matching of decoder rows to true directions, mean |cosine|) by
 ``superpose.sae`` exists), explained variance ``1 - E|x - x_hat|^2 / Var(x)``, dead latents
 (never non-zero on the held-out sample), and L0. SAELens's own evaluation of its SAE is
 printed as a cross-check of the scorer. Repeats interleave the methods, alternating order.
-All methods run in float32 (``--precision bf16`` passes mixed precision to ours only) on
+Seeds: ``--seed`` draws the directions, ``--seed + 1`` every SAE's initialisation and training
+stream, ``--seed + 2`` the held-out sample (an SAE initialised from the directions' seed would
+start at the true directions: unit rows from the same random numbers). All methods run in
+float32 (``--precision bf16`` passes mixed precision to ours only) on
 ``torch.get_num_threads()`` threads (``--threads``); scikit-learn's BLAS is limited to the
 same count.
 """
@@ -218,8 +221,9 @@ def zipf_profile() -> torch.Tensor:
 
 
 def make_world(seed: int) -> World:
-    """The world of ``seed``: ``superpose.sae.Superposed``'s directions when it exists, else
-    SAELens's default ``FeatureDictionary`` (random unit rows, then its orthogonalization)."""
+    """The world of ``seed``: ``superpose.sae.Superposed``'s orthogonalized directions when it
+    exists, else SAELens's default ``FeatureDictionary`` (random unit rows, then its
+    orthogonalization: 200 Adam steps on the squared off-diagonal cosines)."""
     probability = zipf_profile()
     ours = ours_source(probability, seed)
     if ours is not None:
@@ -323,11 +327,13 @@ def ours_source(probability: torch.Tensor, seed: int) -> object | None:
         return None
     from superpose import SparseFeatures
 
-    features = SparseFeatures(N_FEATURES, probability[None, :], magnitude="constant", seed=seed)
-    return Superposed(features, d_model=D_MODEL, seed=seed)
+    features = SparseFeatures(N_FEATURES, probability[None, :], magnitude="constant", seed=seed + 1)
+    return Superposed(features, d_model=D_MODEL, orthogonal=True, seed=seed)
 
 
-def run_ours(world: World, samples: int, n_sae: int, seed: int, precision: str) -> Outcome:
+def run_ours(
+    world: World, samples: int, n_sae: int, seed: int, precision: str, device: str
+) -> Outcome:
     """Train ``n_sae`` BatchTopK SAEs together with ``superpose.sae.train``."""
     from superpose.sae import SAE, train
 
@@ -336,14 +342,14 @@ def run_ours(world: World, samples: int, n_sae: int, seed: int, precision: str) 
     start = time.perf_counter()
     train(
         sae, world.ours, steps=samples // BATCH_SIZE, batch_size=BATCH_SIZE, lr=LR, seed=seed,
-        progress=False, method="auto", **options,
+        device=device, progress=False, method="auto", **options,
     )  # fmt: skip
     wall = time.perf_counter() - start
 
     @torch.no_grad()
     def codec(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        codes = sae.encode(x.expand(n_sae, *x.shape))
-        return codes, sae.decode(codes)
+        codes = sae.encode(x.to(device).expand(n_sae, *x.shape))
+        return codes.cpu(), sae.decode(codes).cpu()
 
     W_dec = sae.W_dec.detach().cpu().float()
     name = "ours" if n_sae == 1 else f"ours x{n_sae}"
@@ -396,12 +402,13 @@ def cli() -> None:
     print(header(args), flush=True)
     world = make_world(args.seed)
     print(f"directions: {world.origin}; mean true L0 {world.probability.sum().item():.2f}")
-    held_out = draw(world, args.eval_samples, torch.Generator().manual_seed(args.seed + 1))
+    held_out = draw(world, args.eval_samples, torch.Generator().manual_seed(args.seed + 2))
+    seed = args.seed + 1  # SAEs and training streams: never the directions' seed
 
     runners: dict[str, Callable[[], Outcome]] = {
-        "sklearn": lambda: run_sklearn(world, args.sklearn_samples, args.seed),
-        "ours": lambda: run_ours(world, args.samples, 1, args.seed, args.precision),
-        "grid": lambda: run_ours(world, args.samples, args.grid, args.seed, args.precision),
+        "sklearn": lambda: run_sklearn(world, args.sklearn_samples, seed),
+        "ours": lambda: run_ours(world, args.samples, 1, seed, args.precision, args.device),
+        "grid": lambda: run_ours(world, args.samples, args.grid, seed, args.precision, args.device),
     }
     methods = [name for name in args.methods.split(",") if name]
     if world.ours is None:
@@ -414,7 +421,7 @@ def cli() -> None:
     lines, saelens_rate = [table, "-" * len(table)], None
     for name in schedule(methods, args.repeats):
         if name == "saelens":
-            outcome, check = run_saelens(world, args.samples, args.seed, args.device)
+            outcome, check = run_saelens(world, args.samples, seed, args.device)
             saelens_rate = outcome.samples / outcome.wall
             print(check, flush=True)
         else:
