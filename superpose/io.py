@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import TypeVar
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors import torch as safetensors_torch
 from torch import nn
 
@@ -92,9 +92,11 @@ def tensors_from_bytes(data: bytes, source: str | Path) -> dict[str, torch.Tenso
     try:
         return safetensors_torch.load(data)
     except SafetensorError as error:
-        raise CorruptFile(
-            source, f"{source} is corrupt or not a safetensors file ({error})"
-        ) from None
+        raise _not_safetensors(source, error) from None
+
+
+def _not_safetensors(path: str | Path, error: Exception) -> CorruptFile:
+    return CorruptFile(path, f"{path} is corrupt or not a safetensors file ({error})")
 
 
 def _existing(path: str | Path) -> Path:
@@ -134,11 +136,14 @@ def load_metadata(path: str | Path) -> dict[str, object]:
     """
     path = _existing(path)
     try:
-        with safetensors_torch.safe_open(path, "pt") as file:
+        with safe_open(path, "pt") as file:
             header = file.metadata() or {}
+    except SafetensorError as error:
+        raise _not_safetensors(path, error) from None
+    try:
         return {key: json.loads(value) for key, value in header.items()}
-    except (SafetensorError, json.JSONDecodeError) as error:
-        raise CorruptFile(path, f"{path} is corrupt or not a superpose file ({error})") from None
+    except json.JSONDecodeError as error:
+        raise CorruptFile(path, f"{path} has metadata that is not JSON ({error})") from None
 
 
 def save_json(obj: object, path: str | Path) -> Path:

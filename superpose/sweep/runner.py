@@ -145,7 +145,8 @@ def run(
         damaged = store.damaged(cell.config_hash for cell in cells)
         if damaged:
             print(
-                f"{len(damaged)} cells had missing or corrupt weight files; retraining them "
+                f"{len(damaged)} cell{'s' if len(damaged) > 1 else ''} had missing or corrupt "
+                "weight files; retraining them "
                 f"(e.g. cell {damaged[0].config_hash}: {damaged[0].problem})",
                 file=sys.stderr,
             )
