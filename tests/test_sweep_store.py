@@ -182,10 +182,16 @@ def test_old_store_cells_are_retrained(tmp_path, finished, capsys):
     subprocess.run(["cp", str(finished / DATABASE), str(out)], check=True)
     (out / "weights").mkdir()
     with sqlite3.connect(out / DATABASE) as connection:
-        connection.execute("UPDATE cells SET weights_bytes = NULL, weights_sha256 = NULL")
-    for config_hash in sweep.load(out).config_hash:
+        connection.execute("ALTER TABLE cells DROP COLUMN weights_bytes")
+        connection.execute("ALTER TABLE cells DROP COLUMN weights_sha256")
+    frame = sweep.load(out)
+    for config_hash in frame.config_hash:
         (out / "weights" / f"{config_hash}.pt").write_bytes(b"not read")
-    summary = sweep.run(SweepSpec.from_dict(spec_dict()), out=out, progress=False)
+    spec = SweepSpec.from_dict(spec_dict())
+    with pytest.raises(CorruptWeights, match=r"missing \(there is an old-format .pt file"):
+        sweep.load_weights(out, frame.config_hash[0])
+    assert "(0 finished, 6 to train, 6 of them for missing or corrupt" in sweep.plan(spec, out)
+    summary = sweep.run(spec, out=out, progress=False)
     assert (summary.done, summary.skipped, summary.damaged) == (6, 0, 6)
     assert "6 cells had missing or corrupt weight files" in capsys.readouterr().err
     assert sweep.load(out).weights_sha256.notna().all()

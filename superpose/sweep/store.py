@@ -131,6 +131,7 @@ class ResultStore:
             self.lock = WriterLock(self.path)
             self.lock.acquire()
         self._connection: sqlite3.Connection | None = None
+        self._checksums = "weights_bytes, weights_sha256"  # columns, or NULLs in old stores
         try:
             self._connection = sqlite3.connect(self.database, timeout=_TIMEOUT_S)
             with _database_errors(self.database):
@@ -147,6 +148,8 @@ class ResultStore:
             ).fetchone()
             if tables is None:
                 raise FileNotFoundError(f"no sweep results at {self.path} yet (no cells table)")
+            if "weights_sha256" not in self._column_names():  # a store from before checksums
+                self._checksums = "NULL, NULL"
             return
         (self.path / WEIGHTS).mkdir(exist_ok=True)
         problems = self._connection.execute("PRAGMA quick_check").fetchall()
@@ -175,9 +178,12 @@ class ResultStore:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def _column_names(self) -> set[str]:
+        return {row[1] for row in self._connection.execute("PRAGMA table_info(cells)")}
+
     def _ensure_columns(self, columns: Mapping[str, str]) -> None:
         """Add missing columns (new metrics or config fields) to ``cells``."""
-        existing = {row[1] for row in self._connection.execute("PRAGMA table_info(cells)")}
+        existing = self._column_names()
         for name, sql_type in columns.items():
             if name not in existing:
                 self._connection.execute(f'ALTER TABLE cells ADD COLUMN "{name}" {sql_type}')
@@ -210,7 +216,7 @@ class ResultStore:
         SHA-256); one error per cell whose file is missing, truncated or altered."""
         wanted = set(config_hashes)
         rows = self._connection.execute(
-            "SELECT config_hash, weights_bytes, weights_sha256 FROM cells WHERE status = 'done'"
+            f"SELECT config_hash, {self._checksums} FROM cells WHERE status = 'done'"
         )
         errors = []
         for config_hash, size, sha256 in rows:
@@ -304,7 +310,7 @@ class ResultStore:
             CorruptWeights: its weight file is missing, truncated or altered.
         """
         row = self._connection.execute(
-            "SELECT status, weights_bytes, weights_sha256 FROM cells WHERE config_hash = ?",
+            f"SELECT status, {self._checksums} FROM cells WHERE config_hash = ?",
             (config_hash,),
         ).fetchone()
         if row is None:
