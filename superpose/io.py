@@ -24,7 +24,7 @@ import importlib
 import io
 import json
 import os
-import tempfile
+import uuid
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TypeVar
@@ -56,13 +56,13 @@ def write_bytes(data: bytes, path: str | Path) -> Path:
     """Write ``data`` to ``path`` atomically (folders are created); returns ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")  # unique per writer
     try:
-        with os.fdopen(handle, "wb") as file:
+        with temporary.open("xb") as file:
             file.write(data)
         os.replace(temporary, path)
     except BaseException:
-        Path(temporary).unlink(missing_ok=True)
+        temporary.unlink(missing_ok=True)
         raise
     return path
 
@@ -214,20 +214,20 @@ def save(module: Saveable, path: str | Path) -> Path:
     cls = type(module)
     if _SAVEABLE.get(cls.__name__) is not cls:
         raise TypeError(f"{cls.__name__} is not registered: decorate it with @saveable")
-    config = module.config()
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise ValueError(f"path must be a folder, but {path} is a file")
     data = tensor_bytes(module.state_dict())
-    write_bytes(data, path / WEIGHTS_FILE)
     record = {
         "class": cls.__name__,
         "module": cls.__module__,
-        "config": config,
+        "config": module.config(),
         "superpose_version": __version__,
         "weights_sha256": hashlib.sha256(data).hexdigest(),
     }
-    save_json(record, path / CONFIG_FILE)
+    text = json.dumps(record, indent=2) + "\n"  # a config that is not JSON fails before writing
+    write_bytes(data, path / WEIGHTS_FILE)
+    write_bytes(text.encode(), path / CONFIG_FILE)
     return path
 
 
@@ -249,7 +249,8 @@ def _saved_class(record: dict, config_path: Path) -> type[Saveable]:
 
 
 def load(path: str | Path) -> Saveable:
-    """Rebuild the module :func:`save` wrote to the folder ``path``, on the CPU.
+    """Rebuild the module :func:`save` wrote to the folder ``path``, on the CPU, with the
+    saved dtypes.
 
     Nothing is unpickled: the class comes from the registry (:func:`saveable`), the
     constructor arguments from ``config.json``, the tensors from ``weights.safetensors``.
@@ -293,5 +294,5 @@ def load(path: str | Path) -> Saveable:
             f"{weights_path} does not fit {cls.__name__}(**{record['config']}): it holds "
             f"{found}, the model needs {expected}",
         )
-    module.load_state_dict(state, strict=True)
+    module.load_state_dict(state, strict=True, assign=True)  # assign: keep the saved dtypes
     return module

@@ -76,6 +76,17 @@ def test_toy_model_save_load_round_trip(tmp_path, kind):
     ]
 
 
+def test_dtype_survives_and_a_bad_config_writes_nothing(tmp_path):
+    model = ToyModel("hidden_relu", 2, 3, 2, seed=0).double()
+    loaded = superpose.load(model.save(tmp_path / "double"))
+    assert {t.dtype for t in loaded.state_dict().values()} == {torch.float64}
+    assert torch.equal(loaded.W, model.W) and loaded.W.requires_grad
+    model.n_hidden = torch.tensor(2)  # config() now returns a tensor: not JSON
+    with pytest.raises(TypeError, match="not JSON serializable"):
+        model.save(tmp_path / "bad")
+    assert not (tmp_path / "bad").exists()
+
+
 def test_transformer_save_load_round_trip(tmp_path):
     model = AttnOnlyTransformer(2, 16, 2, 7, 6, d_head=4, layer_norm=True, seed=3)
     model.save(tmp_path / "tf")

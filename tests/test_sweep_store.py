@@ -226,6 +226,7 @@ def test_lock_is_released_on_interrupt(tmp_path, monkeypatch):
     ("holder", "stale"),
     [
         ("dead pid", True),
+        ("zombie", True),
         ("reused pid", True),
         ("live pid", False),
         ("other host", False),
@@ -233,27 +234,37 @@ def test_lock_is_released_on_interrupt(tmp_path, monkeypatch):
     ],
 )
 def test_stale_locks_are_taken_over_and_live_ones_respected(tmp_path, holder, stale):
-    own_start = _process_state(os.getpid())[1]
-    tmp_path.joinpath(LOCK).write_text(
-        {
-            "dead pid": lock_record(dead_pid()),
+    other = subprocess.Popen(["sleep", "60"])
+    try:
+        if holder == "zombie":  # killed but not yet reaped by its parent
+            other.send_signal(signal.SIGKILL)
+            while _process_state(other.pid)[0] != "Z":
+                time.sleep(0.01)
+        record = {
+            "dead pid": lambda: lock_record(dead_pid()),
+            "zombie": lambda: lock_record(other.pid),
             # our own pid, but a process start tick that is not ours: the pid was reused
-            "reused pid": lock_record(os.getpid(), process_start=own_start - 1),
-            "live pid": lock_record(os.getppid(), process_start=_process_state(os.getppid())[1]),
-            "other host": lock_record(dead_pid(), host="elsewhere.example"),
-            "unreadable": "{half a record",
-        }[holder]
-    )
-    if stale:
-        with ResultStore(tmp_path) as store:
-            assert store.lock.took_over["started"] == "2026-01-01T00:00:00+00:00"
-            assert json.loads((tmp_path / LOCK).read_text())["pid"] == os.getpid()
-        assert not (tmp_path / LOCK).exists()
-    else:
-        expected = "delete .*sweep.lock" if holder == "unreadable" else "pid .* on host"
-        with pytest.raises(StoreLocked, match=f"is in use by another sweep .*{expected}"):
-            ResultStore(tmp_path)
-        assert tmp_path.joinpath(LOCK).exists()  # left alone
+            "reused pid": lambda: lock_record(
+                os.getpid(), process_start=_process_state(os.getpid())[1] - 1
+            ),
+            "live pid": lambda: lock_record(other.pid, process_start=_process_state(other.pid)[1]),
+            "other host": lambda: lock_record(dead_pid(), host="elsewhere.example"),
+            "unreadable": lambda: "{half a record",
+        }[holder]()
+        tmp_path.joinpath(LOCK).write_text(record)
+        if stale:
+            with ResultStore(tmp_path) as store:
+                assert store.lock.took_over["started"] == "2026-01-01T00:00:00+00:00"
+                assert json.loads((tmp_path / LOCK).read_text())["pid"] == os.getpid()
+            assert not (tmp_path / LOCK).exists()
+        else:
+            expected = "delete .*sweep.lock" if holder == "unreadable" else "pid .* on host"
+            with pytest.raises(StoreLocked, match=f"is in use by another sweep .*{expected}"):
+                ResultStore(tmp_path)
+            assert tmp_path.joinpath(LOCK).read_text() == record  # left alone
+    finally:
+        other.kill()
+        other.wait()
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
 
 

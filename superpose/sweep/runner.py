@@ -20,8 +20,8 @@ from tqdm.auto import tqdm
 
 from superpose.sweep.backends import BACKENDS
 from superpose.sweep.packing import describe, pack
-from superpose.sweep.spec import SweepSpec, as_spec
-from superpose.sweep.store import DATABASE, ResultStore
+from superpose.sweep.spec import Cell, SweepSpec, as_spec
+from superpose.sweep.store import DATABASE, CorruptWeights, ResultStore
 
 RESULTS = Path("results")
 """Default parent folder of sweep results: ``results/<spec name>``."""
@@ -67,6 +67,13 @@ def _out(spec: SweepSpec, out: str | Path | None) -> Path:
     return RESULTS / spec.name if out is None else Path(out)
 
 
+def _finished(store: ResultStore, cells: list[Cell]) -> tuple[set[str], list[CorruptWeights]]:
+    """Hashes of the finished cells that need no rerun, and the errors of the finished cells
+    whose weight files are missing or corrupt (to retrain)."""
+    damaged = store.damaged(cell.config_hash for cell in cells)
+    return store.finished() - {error.config_hash for error in damaged}, damaged
+
+
 def plan(spec: SweepSpec | str | Path, out: str | Path | None = None) -> str:
     """The dry-run text: cell count, grid, cells already finished at ``out`` (default
     ``results/<name>``), and the packing plan of the cells left to train."""
@@ -74,12 +81,10 @@ def plan(spec: SweepSpec | str | Path, out: str | Path | None = None) -> str:
     out = _out(spec, out)
     cells = spec.cells()
     finished: set[str] = set()
-    damaged = []
+    damaged: list[CorruptWeights] = []
     if (out / DATABASE).is_file():
         with ResultStore(out, readonly=True) as store:
-            finished = store.finished()
-            damaged = store.damaged(cell.config_hash for cell in cells)
-    finished -= {error.config_hash for error in damaged}
+            finished, damaged = _finished(store, cells)
     todo = [cell for cell in cells if cell.config_hash not in finished]
     grid = " x ".join(f"{len(v)} {k}" for k, v in spec.axes.items()) or "no axes"
     fixed = " ".join(f"{k}={v}" for k, v in {**spec.fixed, **spec.training}.items())
@@ -141,8 +146,7 @@ def run(
                 file=sys.stderr,
             )
         store.save_spec(spec)
-        finished = store.finished()
-        damaged = store.damaged(cell.config_hash for cell in cells)
+        finished, damaged = _finished(store, cells)
         if damaged:
             print(
                 f"{len(damaged)} cell{'s' if len(damaged) > 1 else ''} had missing or corrupt "
@@ -150,7 +154,6 @@ def run(
                 f"(e.g. cell {damaged[0].config_hash}: {damaged[0].problem})",
                 file=sys.stderr,
             )
-            finished -= {error.config_hash for error in damaged}
             summary.damaged = len(damaged)
         todo = [cell for cell in cells if cell.config_hash not in finished]
         summary.skipped = len(cells) - len(todo)
