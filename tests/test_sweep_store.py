@@ -37,15 +37,11 @@ def spec_dict(name="store", seeds=(0, 1, 2), steps=20, **execution):
 
 
 def write_toml(path: Path, spec: dict) -> Path:
-    """Write ``spec_dict`` output as a TOML spec file."""
-
-    def value(v):
-        return json.dumps(v)
-
+    """Write a ``spec_dict`` as a TOML spec (its values are JSON-compatible TOML)."""
     lines = [f'name = "{spec["name"]}"']
     for table in ("fixed", "axes", "training", "execution"):
         lines.append(f"[{table}]")
-        lines += [f"{key} = {value(v)}" for key, v in spec[table].items()]
+        lines += [f"{key} = {json.dumps(value)}" for key, value in spec[table].items()]
     path.write_text("\n".join(lines) + "\n")
     return path
 
