@@ -25,7 +25,7 @@ LR = 1e-2
 
 def main(results: Path, device: str = "cpu", quick: bool = False) -> None:
     """Train ReLU-output models, one instance per (feature probability, seed), and store the
-    lowest-loss seed of each probability in ``results/sparsity_sweep``: ``weights.pt``
+    lowest-loss seed of each probability in ``results/sparsity_sweep``: ``weights.safetensors``
     (``W: (probability, 5, 20)``, ``b``, norms, superposition) and ``metrics.csv``."""
     steps = 100 if quick else STEPS
     importance = [[IMPORTANCE_DECAY**i for i in range(N_FEATURES)]]
@@ -58,9 +58,9 @@ def main(results: Path, device: str = "cpu", quick: bool = False) -> None:
             "norms": analysis.feature_norms(W),
             "superposition": analysis.superposition(W),
             "loss": result.loss[best],
-            "config": {"steps": steps, "lr": LR, "seeds": list(SEEDS), "seconds": seconds},
         },
-        folder / "weights.pt",
+        folder / "weights.safetensors",
+        {"config": {"steps": steps, "lr": LR, "seeds": list(SEEDS), "seconds": seconds}},
     )
     save_rows(
         [

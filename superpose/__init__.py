@@ -8,14 +8,17 @@ The core loop, in a few lines::
                                importance=[[0.9**i for i in range(5)]], seed=0)
     result = superpose.train(model, data, steps=5000)
     superpose.analysis.feature_norms(model.W)   # (instance, n_features)
+    model.save("my-model")                       # weights.safetensors + config.json
+    model = superpose.load("my-model")
 """
+
+__version__ = "0.1.0"
 
 from superpose import analysis
 from superpose.data import SparseFeatures
+from superpose.io import load
 from superpose.models import ToyModel
 from superpose.train import TrainingDiverged, TrainResult, train
-
-__version__ = "0.1.0"
 
 __all__ = [
     "SparseFeatures",
@@ -23,5 +26,6 @@ __all__ = [
     "TrainResult",
     "TrainingDiverged",
     "analysis",
+    "load",
     "train",
 ]
