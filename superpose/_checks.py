@@ -64,7 +64,7 @@ def per_instance_feature(
     if tensor.ndim > 2 or (tensor.ndim == 2 and shape[1] not in (1, n_features)):
         raise ValueError(
             f"{name} must broadcast to (instance, n_features={n_features}): a scalar, "
-            f"(n_features,), (instance, 1), (1, n_features) or (instance, n_features); "
+            "(n_features,), (instance, 1), (1, n_features) or (instance, n_features); "
             f"got shape {shape}"
         )
     if tensor.numel() == 0:
