@@ -55,7 +55,8 @@ class MarkovChain:
         temperature: spread of the transition logits (> 0; larger is more peaked).
         lag: how many positions back the token that sets the next one's law is, in
             ``[1, n_ctx)``.
-        seed: int or ``torch.Generator`` for the transition matrix.
+        seed: int or ``torch.Generator`` for the transition matrix; None: torch's global
+            generator.
 
     Attributes:
         log_transition: ``(d_vocab, d_vocab)``, ``[a, b] = log P(next = b | current = a)``.
@@ -70,7 +71,7 @@ class MarkovChain:
         *,
         temperature: float = 2.0,
         lag: int = 1,
-        seed: int | torch.Generator | None = 0,
+        seed: int | torch.Generator | None = None,
     ) -> None:
         self.d_vocab, self.n_ctx = _check_sizes(d_vocab, n_ctx)
         if not temperature > 0:
@@ -122,7 +123,8 @@ class SkipTrigrams:
         n_ctx: sequence length (at least 4).
         n_triggers: number of planted rules.
         query_prob: probability of a query at each position after the trigger, in (0, 1).
-        seed: int or ``torch.Generator`` choosing which tokens play which role.
+        seed: int or ``torch.Generator`` choosing which tokens play which role; None:
+            torch's global generator.
 
     Attributes:
         triggers, outputs: ``(n_triggers,)`` long; rule ``i`` is ``triggers[i] … query →
@@ -138,7 +140,7 @@ class SkipTrigrams:
         *,
         n_triggers: int = 4,
         query_prob: float = 0.2,
-        seed: int | torch.Generator | None = 0,
+        seed: int | torch.Generator | None = None,
     ) -> None:
         self.d_vocab, self.n_ctx = _check_sizes(d_vocab, n_ctx)
         self.n_triggers = positive_int("n_triggers", n_triggers)
