@@ -33,6 +33,8 @@ D_VOCAB, N_CTX, TEMPERATURE = 128, 32, 2.0
 D_MODELS, EXPONENTS, SEEDS = (8, 16, 32), (0.0, 1.0, 1.5), (0, 1)
 STEPS, BATCH_SIZE, LR, WEIGHT_DECAY = 800, 64, 3e-2, 0.1
 QUICK = {"d_models": (16,), "exponents": (1.0,), "seeds": (0,), "steps": 20}
+EXAMPLE = {"zipf_exponent": 1.0, "d_model": 16, "seed": 0}
+"""The run whose token-token cosines are stored (``cosine_example``)."""
 FREQUENT, RARE = slice(0, 8), slice(D_VOCAB // 2, D_VOCAB)
 """Token ranks summarised as frequent (the 8 most frequent) and rare (the rarer half)."""
 
@@ -96,7 +98,7 @@ def main(results: Path, device: str = "cpu", quick: bool = False) -> None:
                 for name, value in token_geometry(W_E).items():
                     per_token[name][i, j, k] = value
                 per_token["kl"][i, j, k] = direct_path_kl(model, chain)
-                if (exponent, d_model, seed) == (1.0, 16, 0):
+                if (exponent, d_model, seed) == tuple(EXAMPLE.values()):
                     per_token["cosine_example"] = analysis.cosine_similarity(W_E)[0]
     loss_kl = (frequency[:, None, None] * per_token["kl"]).sum(-1)  # (exponent, d_model, seed)
     loss_unigram = (frequency * kl_unigram).sum(-1)
@@ -113,6 +115,7 @@ def main(results: Path, device: str = "cpu", quick: bool = False) -> None:
         "lr": LR,
         "weight_decay": WEIGHT_DECAY,
         "quick": quick,
+        "cosine_example": EXAMPLE,
         "entropy_rate": entropy_rate,
         "kl_unigram": loss_unigram.tolist(),
         # [exponent][d_model], mean over seeds

@@ -21,6 +21,11 @@ EXAMPLE_EXPONENT = 1.0
 """The Zipf exponent whose per-token curves are drawn."""
 
 
+def _octave_edges(d_vocab: int) -> list[int]:
+    """Token-index edges ``[0, 1, 2, 4, 8, …, d_vocab]`` of the frequency-rank octaves."""
+    return [0, *(2**k for k in range(d_vocab.bit_length()) if 2**k < d_vocab), d_vocab]
+
+
 def rank_bins(values: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
     """Means of ``values (..., d_vocab)`` over octaves of frequency rank (1, 2, 3-4, 5-8, …).
 
@@ -28,8 +33,7 @@ def rank_bins(values: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
         The bins' geometric-mean ranks ``(n_bins,)`` and the means ``(n_bins,)`` over the bin's
         tokens and all leading axes (seeds).
     """
-    d_vocab = values.shape[-1]
-    edges = [0, 1, *(2**k for k in range(1, d_vocab.bit_length()) if 2**k < d_vocab), d_vocab]
+    edges = _octave_edges(values.shape[-1])
     centres = np.array(
         [np.sqrt(low + 1) * np.sqrt(high) for low, high in itertools.pairwise(edges)]
     )
@@ -83,15 +87,30 @@ def main(results: Path, out: Path) -> list[Path]:
     )
     ax_dim.legend()
 
-    cosine = tensors["cosine_example"].abs().numpy()
-    image = ax_cos.imshow(cosine, cmap="magma", vmin=0, vmax=1)
-    fig.colorbar(image, ax=ax_cos, shrink=0.8, label="|cos|")
+    shown = metrics["cosine_example"]
+    cosine_sq = tensors["cosine_example"] ** 2
+    others = ~torch.eye(metrics["d_vocab"], dtype=torch.bool)  # a token's own pair is left out
+    octaves = _octave_edges(metrics["d_vocab"])
+    blocks = np.full((len(octaves) - 1, len(octaves) - 1), np.nan)
+    for row, (a, b) in enumerate(itertools.pairwise(octaves)):
+        for col, (c, d) in enumerate(itertools.pairwise(octaves)):
+            pairs = others[a:b, c:d]
+            if pairs.any():
+                blocks[row, col] = cosine_sq[a:b, c:d][pairs].mean() * shown["d_model"]
+    image = ax_cos.imshow(blocks, cmap="RdBu_r", vmin=0, vmax=2)
+    fig.colorbar(image, ax=ax_cos, shrink=0.8, label="mean cos² × d_model (1: random)")
+    labels = [f"{a + 1}" if b == a + 1 else f"{a + 1}-{b}" for a, b in itertools.pairwise(octaves)]
     ax_cos.set(
-        xlabel="token (frequency rank)",
-        ylabel="token (frequency rank)",
-        title=f"which tokens share directions: |cos| of W_E\n"
-        f"(d_model = 16, Zipf exponent {EXAMPLE_EXPONENT:g}, seed 0)",
+        xticks=range(len(labels)),
+        yticks=range(len(labels)),
+        xlabel="token frequency ranks",
+        ylabel="token frequency ranks",
+        title=f"which tokens share directions: cos² of W_E columns\n"
+        f"(d_model = {shown['d_model']}, Zipf exponent {shown['zipf_exponent']:g}, "
+        f"seed {shown['seed']})",
     )
+    ax_cos.set_xticklabels(labels, rotation=45)
+    ax_cos.set_yticklabels(labels)
 
     markers = ("o", "s", "^", "D")
     for i, exponent in enumerate(exponents):
@@ -135,6 +154,8 @@ def main(results: Path, out: Path) -> list[Path]:
         title="loss above the oracle, relative to the unigram baseline\n(0: oracle, 1: unigram)",
     )
     ax_loss.legend()
+    for ax in (ax_sum, ax_loss):
+        ax.minorticks_off()
     fig.tight_layout()
     return save_figure(fig, Path(out) / "residual_superposition")
 
