@@ -67,8 +67,8 @@ def main(results: Path, device: str = "cpu", quick: bool = False) -> None:
     per_token = {
         name: torch.zeros(shape) for name in ("norm", "dimensionality", "interference", "kl")
     }
-    per_token["cosine_example"] = torch.zeros(D_VOCAB, D_VOCAB)
-    frequency, kl_unigram = torch.zeros(len(exponents), D_VOCAB), torch.zeros(shape[0], D_VOCAB)
+    cosine_example = torch.zeros(D_VOCAB, D_VOCAB)
+    frequency, kl_unigram = torch.zeros(shape[0], D_VOCAB), torch.zeros(shape[0], D_VOCAB)
     entropy_rate = []
     for i, exponent in enumerate(exponents):
         chain = ZipfMarkovChain(
@@ -99,7 +99,7 @@ def main(results: Path, device: str = "cpu", quick: bool = False) -> None:
                     per_token[name][i, j, k] = value
                 per_token["kl"][i, j, k] = direct_path_kl(model, chain)
                 if (exponent, d_model, seed) == tuple(EXAMPLE.values()):
-                    per_token["cosine_example"] = analysis.cosine_similarity(W_E)[0]
+                    cosine_example = analysis.cosine_similarity(W_E)[0]
     loss_kl = (frequency[:, None, None] * per_token["kl"]).sum(-1)  # (exponent, d_model, seed)
     loss_unigram = (frequency * kl_unigram).sum(-1)
     dimensionality = per_token["dimensionality"]
@@ -133,7 +133,12 @@ def main(results: Path, device: str = "cpu", quick: bool = False) -> None:
     save_results(
         Path(results) / "residual_superposition",
         metrics,
-        {"frequency": frequency, "kl_unigram": kl_unigram, **per_token},
+        {
+            "frequency": frequency,
+            "kl_unigram": kl_unigram,
+            "cosine_example": cosine_example,
+            **per_token,
+        },
     )
     for i, exponent in enumerate(exponents):
         for j, d_model in enumerate(d_models):
