@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 
 import numpy as np
@@ -92,11 +93,18 @@ def broadcast_instances(name: str, tensor: torch.Tensor, n_instances: int) -> to
 
 
 def make_generator(
-    seed: int | torch.Generator | None, device: str | torch.device = "cpu"
+    seed: int | torch.Generator | None,
+    device: str | torch.device = "cpu",
+    *,
+    stream: str | None = None,
 ) -> torch.Generator:
     """Return a ``torch.Generator``: the one given, a new one seeded with ``seed``, or for
     ``seed=None`` torch's global generator of ``device`` (the one ``torch.manual_seed`` sets,
     as ``nn.Module`` initialisers use), so that ``torch.manual_seed`` makes runs repeatable.
+
+    ``stream`` names what an int seed is for: the generator is then seeded with a hash of
+    ``(stream, seed)``, so that objects of different kinds given the same int never draw the
+    same numbers (an SAE seeded 0 must not start at the true directions of a source seeded 0).
     """
     if isinstance(seed, torch.Generator):
         return seed
@@ -108,6 +116,9 @@ def make_generator(
         return torch.default_generator
     if isinstance(seed, bool) or not isinstance(seed, int | np.integer):
         raise TypeError(f"seed must be an int, a torch.Generator or None, got {seed!r}")
+    if stream is not None:
+        digest = hashlib.sha256(f"{stream}:{int(seed)}".encode()).digest()
+        seed = int.from_bytes(digest[:8], "little") >> 1
     return torch.Generator(device=device).manual_seed(int(seed))
 
 
