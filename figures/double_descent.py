@@ -13,7 +13,7 @@ from superpose.plotting import plot_vectors_2d, save_figure
 from superpose.registry import figure_script
 
 GEOMETRY_SIZES = (5, 15, 100, 500, 2000)
-"""The data-set sizes whose feature directions and hidden vectors are drawn (those stored)."""
+"""The data-set sizes whose feature directions and hidden vectors (of seed 0) are drawn."""
 
 DATA_COLOR, FEATURE_COLOR = "tab:red", "tab:blue"
 
@@ -39,7 +39,11 @@ def main(results: Path, out: Path) -> list[Path]:
     max_data = np.array([d.max(-1).mean() for d in data_dim])
     max_feature = np.array([d.max(-1).mean() for d in feature_dim])
     memorizing = max_data > max_feature  # the training points hold the largest dimensionality
-    shown = [T for T in GEOMETRY_SIZES if T in sizes] or list(sizes[:: max(1, len(sizes) // 5)])
+    shown = [T for T in GEOMETRY_SIZES if T in sizes]
+    if len(shown) < 3:  # another size list (e.g. a quick run): up to five spread over it
+        shown = sorted(
+            {int(sizes[k]) for k in np.linspace(0, len(sizes) - 1, 5).round().astype(int)}
+        )
 
     fig = plt.figure(figsize=(3.0 * max(len(shown), 4), 11))
     grid = fig.add_gridspec(3, len(shown), height_ratios=[1.6, 1, 1])

@@ -52,4 +52,4 @@ def test_quick_experiment_then_figure(tmp_path):
     paths = registry.load("figures", "double-descent").main(results, out)
     assert [path.suffix for path in paths] == [".png", ".pdf"]
     assert all(path.stat().st_size > 0 for path in paths)
-    assert (results / "double_descent" / "losses.csv").read_text().count("\n") == 1 + 4 * 3
+    assert (results / "double_descent" / "losses.csv").read_text().count("\n") == 1 + 4 * 2
