@@ -68,6 +68,8 @@ def main(results: Path, out: Path) -> list[Path]:
         arrowprops={"arrowstyle": "->", "lw": 0.8},
     )
     loss_ax.set_xscale("log")
+    loss_ax.set_yscale("log")
+    loss_ax.set_ylim(0.01, 20)  # the memorized train losses fall far below
     loss_ax.set_xlabel("training set size T")
     loss_ax.set_ylabel("loss  Σᵢ (xᵢ − x'ᵢ)²  (mean over samples)")
     loss_ax.set_title(
