@@ -84,6 +84,39 @@ def feature_dimensionality(W: torch.Tensor | np.ndarray | ToyModel) -> torch.Ten
     return norms_sq / overlaps.sum(-1).clamp_min(_EPS)
 
 
+def hidden_vectors(W: torch.Tensor | np.ndarray | ToyModel, x: torch.Tensor) -> torch.Tensor:
+    """The hidden vectors ``h = W x`` of samples ``x: (instance, n_samples, n_features)``:
+    ``(instance, n_samples, n_hidden)`` (the hidden layer of the linear and ReLU-output
+    models; for a finite data set, the training points' geometry)."""
+    W = _weights(W)
+    if x.ndim != 3 or x.shape[0] not in (1, W.shape[0]) or x.shape[2] != W.shape[2]:
+        raise ValueError(
+            f"x must be shaped (instance={W.shape[0]}, n_samples, n_features={W.shape[2]}), "
+            f"got {tuple(x.shape)}"
+        )
+    return x.to(W) @ W.transpose(1, 2)
+
+
+def data_dimensionality(hidden: torch.Tensor | np.ndarray) -> torch.Tensor:
+    """Each sample's dimensionality ``D_t = ‖h_t‖² / Σ_s (ĥ_t · h_s)²`` over the hidden
+    vectors ``hidden: (instance, n_samples, n_hidden)`` of a data set: ``(instance, n_samples)``.
+
+    :func:`feature_dimensionality` with data points in place of features (Henighan et al.
+    2023): 1 for a sample orthogonal to all others, ``n_hidden / T`` for each of ``T`` samples
+    whose unit vectors form a tight frame (a regular ``T``-gon in 2-D, ``T ≥ 3``: ``2 / T``),
+    0 for a sample mapped to zero.
+    """
+    if isinstance(hidden, np.ndarray):
+        hidden = torch.from_numpy(hidden)
+    if not isinstance(hidden, torch.Tensor):
+        raise TypeError(f"hidden must be a tensor or array, got {type(hidden).__name__}")
+    if hidden.ndim != 3:
+        raise ValueError(
+            f"hidden must be shaped (instance, n_samples, n_hidden), got {tuple(hidden.shape)}"
+        )
+    return feature_dimensionality(hidden.transpose(1, 2))
+
+
 def scalar_metrics(W: torch.Tensor | np.ndarray | ToyModel) -> dict[str, torch.Tensor]:
     """One number per instance for result tables, each ``(instance,)``.
 

@@ -345,6 +345,8 @@ class LowRankCorrelation:
         return shared + torch.diag_embed(residual)
 
 
+_TINY = torch.finfo(torch.float32).tiny
+
 UNIFORM_CHUNK = 2**19
 """Uniforms per independent PCG64 stream on CPU (fixed, so samples never depend on threads)."""
 
@@ -418,6 +420,9 @@ class SparseFeatures:
         n_instances: instances of the finite data set (default: the instance count of
             ``feature_probability``; one shared set if that is 1). Ignored for infinite data,
             where :meth:`sample` draws independent data for as many instances as asked.
+        normalize: rescale every sample to unit L2 norm (``x / ‖x‖``, as in the memorization
+            and double-descent study), for the finite data set and fresh draws alike. A sample
+            with no active feature stays all zero.
         seed: int or ``torch.Generator`` for the default random stream; the same seed gives
             the same batches. None: torch's global generator, which ``torch.manual_seed``
             sets.
@@ -441,9 +446,13 @@ class SparseFeatures:
         correlation: LowRankCorrelation | None = None,
         n_samples: int | None = None,
         n_instances: int | None = None,
+        normalize: bool = False,
         seed: int | torch.Generator | None = None,
         device: str | torch.device = "cpu",
     ) -> None:
+        if not isinstance(normalize, bool):
+            raise TypeError(f"normalize must be True or False, got {normalize!r}")
+        self.normalize = normalize
         self.n_features = positive_int("n_features", n_features)
         self.device = resolve_device(device)
         self.feature_probability = per_instance_feature(
@@ -536,7 +545,17 @@ class SparseFeatures:
 
     def draw(self, batch_size: int, n_instances: int, generator: torch.Generator) -> torch.Tensor:
         """Fresh samples ``(n_instances, batch_size, n_features)`` from the distribution,
-        ignoring any finite data set (held-out evaluation uses this)."""
+        ignoring any finite data set (held-out evaluation uses this); unit-norm rows when
+        ``normalize``."""
+        x = self._draw_features(batch_size, n_instances, generator)
+        if self.normalize:  # an all-zero row divides by ``tiny`` and stays zero
+            x.div_(torch.linalg.vector_norm(x, dim=-1, keepdim=True).clamp_min_(_TINY))
+        return x
+
+    def _draw_features(
+        self, batch_size: int, n_instances: int, generator: torch.Generator
+    ) -> torch.Tensor:
+        """:meth:`draw` before the optional rescaling."""
         probability = broadcast_instances(
             "feature_probability", self.feature_probability, n_instances
         ).to(generator.device)[:, None, :]

@@ -9,6 +9,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.axes import Axes
+from matplotlib.collections import LineCollection
 from matplotlib.figure import Figure
 
 from superpose.geometry import POLYTOPES
@@ -355,3 +356,23 @@ def plot_dimensionality_by_group(
     ax.set_ylim(-0.02, 1.08)
     ax.set_xlabel("1/(1−S)")
     ax.set_ylabel("feature dimensionality D_i")
+
+
+def plot_vectors_2d(ax: Axes, vectors: np.ndarray, color: str, lw: float = 1.2) -> None:
+    """Draw 2-D ``vectors: (n_vectors, 2)`` (feature directions or hidden vectors) as lines
+    from the origin with a dot at each tip, on square axes scaled to the longest vector."""
+    if vectors.ndim != 2 or vectors.shape[1] != 2:
+        raise ValueError(
+            f"plot_vectors_2d needs vectors shaped (n_vectors, 2), got {vectors.shape}"
+        )
+    segments = np.stack([np.zeros_like(vectors), vectors], axis=1)
+    ax.add_collection(LineCollection(segments, colors=color, linewidths=lw, alpha=0.8))
+    ax.scatter(vectors[:, 0], vectors[:, 1], color=color, s=8, zorder=3, lw=0)
+    limit = 1.15 * max(float(np.abs(vectors).max()), 1e-6)
+    ax.set_xlim(-limit, limit)
+    ax.set_ylim(-limit, limit)
+    ax.set_aspect("equal")
+    ax.axhline(0, color="0.85", lw=0.5, zorder=0)
+    ax.axvline(0, color="0.85", lw=0.5, zorder=0)
+    ax.set_xticks([])
+    ax.set_yticks([])

@@ -94,3 +94,50 @@ def test_neuron_measures():
     with torch.no_grad():
         model.W.copy_(W)
     assert analysis.readout_quality(model, SparseFeatures(3, 0.5, seed=0)).signal is None
+
+
+def _regular_polygon(T: int, radius: float = 1.0) -> torch.Tensor:
+    """``(T, 2)`` the vertices of a regular T-gon."""
+    angles = torch.arange(T, dtype=torch.float64) * (2 * np.pi / T)
+    return radius * torch.stack([angles.cos(), angles.sin()], dim=-1)
+
+
+@pytest.mark.parametrize("T", [3, 4, 5, 7, 10, 50])
+def test_data_dimensionality_of_a_regular_polygon_is_m_over_T(T):
+    # a regular T-gon (T >= 3) is a tight frame: sum_s cos^2 = T/2 for every point, so 2/T
+    hidden = torch.stack([_regular_polygon(T), _regular_polygon(T, radius=0.3)]).float()
+    torch.testing.assert_close(
+        analysis.data_dimensionality(hidden), torch.full((2, T), 2 / T), rtol=0, atol=1e-6
+    )
+
+
+def test_data_dimensionality_constructed_cases():
+    hidden = torch.tensor(
+        [
+            [[1.0, 0.0, 0.0], [0.0, 2.0, 0.0], [0.0, 0.0, 0.5]],  # orthogonal: 1 each
+            [[1.0, 0.0, 0.0], [-1.0, 0.0, 0.0], [0.0, 0.0, 0.0]],  # antipodal pair, a zero
+        ]
+    )
+    expected = torch.tensor([[1.0, 1.0, 1.0], [0.5, 0.5, 0.0]])
+    torch.testing.assert_close(analysis.data_dimensionality(hidden), expected)
+    # two points at 60 degrees: 1 / (1 + cos^2 60) = 0.8 each
+    pair = torch.tensor([[[1.0, 0.0], [0.5, 3**0.5 / 2]]])
+    torch.testing.assert_close(analysis.data_dimensionality(pair), torch.full((1, 2), 0.8))
+    with pytest.raises(ValueError, match="n_samples, n_hidden"):
+        analysis.data_dimensionality(torch.zeros(3, 2))
+    with pytest.raises(TypeError, match="hidden must be a tensor"):
+        analysis.data_dimensionality([[[1.0]]])
+
+
+def test_hidden_vectors_are_W_x():
+    W = torch.tensor([[[1.0, 0.0, 2.0], [0.0, -1.0, 1.0]]])  # (1, m=2, n=3)
+    x = torch.tensor([[[1.0, 0.0, 0.0], [0.0, 0.5, 0.5], [0.0, 0.0, 0.0]]])
+    expected = torch.tensor([[[1.0, 0.0], [1.0, 0.0], [0.0, 0.0]]])
+    torch.testing.assert_close(analysis.hidden_vectors(W, x), expected)
+    model = ToyModel("relu", 2, 3, 2, seed=0)
+    shared = x.expand(2, -1, -1)
+    torch.testing.assert_close(
+        analysis.hidden_vectors(model, shared), shared @ model.W.detach().transpose(1, 2)
+    )
+    with pytest.raises(ValueError, match="n_features=3"):
+        analysis.hidden_vectors(W, torch.zeros(1, 4, 5))

@@ -119,6 +119,29 @@ def test_finite_data_set():
     assert shared.sample(None, n_instances=4).shape == (4, 10, 3)
 
 
+def test_normalize_rescales_every_sample_to_unit_norm():
+    raw = SparseFeatures(50, [0.02, 0.0], seed=3).sample(4000)
+    unit = SparseFeatures(50, [0.02, 0.0], normalize=True, seed=3).sample(4000)
+    norms = torch.linalg.vector_norm(raw, dim=-1, keepdim=True)
+    active = norms[..., 0] > 0
+    # the same stream: each active sample divided by its norm, an all-zero sample kept at zero
+    torch.testing.assert_close(unit[active], (raw / norms)[active], rtol=0, atol=0)
+    assert torch.equal(unit[~active], torch.zeros_like(unit[~active]))
+    assert 0 < (~active[0]).sum() < 4000 and (~active[1]).all()  # 0.98^50 = 36% of rows empty
+    torch.testing.assert_close(
+        torch.linalg.vector_norm(unit[active], dim=-1), torch.ones(int(active.sum()))
+    )
+
+
+def test_normalize_applies_to_the_finite_set_and_fresh_draws():
+    data = SparseFeatures(20, 0.2, n_samples=8, n_instances=3, normalize=True, seed=0)
+    generator = torch.Generator().manual_seed(0)
+    for x in (data.dataset, data.draw(100, 3, generator)):
+        norms = torch.linalg.vector_norm(x, dim=-1)
+        assert torch.allclose(norms[norms > 0], torch.ones(()), atol=1e-6)
+        assert ((norms == 0) == (x == 0).all(-1)).all()
+
+
 @pytest.mark.parametrize(
     ("kwargs", "error", "match"),
     [
@@ -137,6 +160,7 @@ def test_finite_data_set():
         ({"anticorrelated_sets": [[0, 1, 2]], "feature_probability": 0.5}, ValueError, "sum to"),
         ({"n_samples": 0}, ValueError, "n_samples"),
         ({"seed": "a"}, TypeError, "seed"),
+        ({"normalize": 1}, TypeError, "normalize must be True or False"),
     ],
 )
 def test_bad_input(kwargs, error, match):

@@ -1,0 +1,55 @@
+"""Memorization and double descent at a small size (Henighan et al. 2023's claims)."""
+
+import pytest
+
+from superpose import registry
+
+# n = 100 features, S = 0.95 (5 active per sample), m = 2, 5,000 full-batch steps, 4 seeds
+N_FEATURES, PROBABILITY, STEPS = 100, 0.05, 5_000
+
+
+@pytest.fixture(scope="module")
+def runs():
+    experiment = registry.load("experiments", "double-descent")
+    return {
+        T: experiment.train_dataset_size(
+            T, N_FEATURES, PROBABILITY, n_seeds=4, steps=STEPS, warmup_steps=STEPS // 20
+        )
+        for T in (5, 20, 500)
+    }
+
+
+@pytest.mark.slow
+def test_small_data_sets_are_memorized_as_a_regular_polygon(runs):
+    small = runs[5]
+    # measured: train loss <= 0.037, each point's dimensionality in [0.346, 0.471] (m/T = 0.4);
+    # at T = 20 they spread over [5e-5, 0.23], at T = 500 all are <= 0.054
+    assert (small["train_loss"] < 0.05).all()
+    dims = small["data_dimensionality"]
+    assert dims.min() > 0.3 and dims.max() < 0.5
+
+
+@pytest.mark.slow
+def test_large_data_sets_learn_features_in_a_polytope(runs):
+    large = runs[500]
+    # measured: the largest feature dimensionality 0.36-0.38 (a pentagon's 2/5), points <= 0.054
+    feature_max = large["feature_dimensionality"].amax(-1)
+    assert ((feature_max > 0.3) & (feature_max < 0.45)).all()
+    assert (feature_max > 5 * large["data_dimensionality"].amax(-1)).all()
+
+
+@pytest.mark.slow
+def test_test_loss_has_a_bump_in_between(runs):
+    # measured means: T=5 0.981, T=20 1.021, T=500 0.918
+    loss = {T: run["test_loss"].mean().item() for T, run in runs.items()}
+    assert loss[20] > loss[5] + 0.015
+    assert loss[20] > loss[500] + 0.05
+
+
+def test_quick_experiment_then_figure(tmp_path):
+    results, out = tmp_path / "results", tmp_path / "out"
+    registry.load("experiments", "double-descent").main(results, quick=True)
+    paths = registry.load("figures", "double-descent").main(results, out)
+    assert [path.suffix for path in paths] == [".png", ".pdf"]
+    assert all(path.stat().st_size > 0 for path in paths)
+    assert (results / "double_descent" / "losses.csv").read_text().count("\n") == 1 + 4 * 2
