@@ -120,8 +120,8 @@ def test_finite_data_set():
 
 
 def test_normalize_rescales_every_sample_to_unit_norm():
-    raw = SparseFeatures(50, [0.02, 0.0], seed=3).sample(4000)
-    unit = SparseFeatures(50, [0.02, 0.0], normalize=True, seed=3).sample(4000)
+    raw = SparseFeatures(50, [[0.02], [0.0]], seed=3).sample(4000)
+    unit = SparseFeatures(50, [[0.02], [0.0]], normalize=True, seed=3).sample(4000)
     norms = torch.linalg.vector_norm(raw, dim=-1, keepdim=True)
     active = norms[..., 0] > 0
     # the same stream: each active sample divided by its norm, an all-zero sample kept at zero
