@@ -29,7 +29,11 @@ TRAIN_STREAM = 0
 """Stream used for training batches (the trainer's ``seed``)."""
 
 EVAL_STREAM = 2**31 - 1
-"""Stream used for the held-out final loss."""
+"""Stream used for the held-out final loss (and an SAE cell's held-out scores)."""
+
+DIRECTIONS_STREAM = 1
+"""Stream that draws an SAE cell's true feature directions from its ``data_seed`` (mixed, so
+that an SAE initialised with the same integer seed does not start at the true directions)."""
 
 
 def stream_seed(seed: int, stream: int) -> int:
