@@ -29,9 +29,9 @@ def main(results: Path, device: str = "cpu", quick: bool = False) -> None:
     neuron) and ``metrics.csv`` in ``results/computation``."""
     n_features, n_hidden, steps = (10, 4, 100) if quick else (N_FEATURES, N_HIDDEN, STEPS)
     probability = list(FEATURE_PROBABILITY)
-    importance = [[IMPORTANCE_DECAY**i for i in range(n_features)]]
-    data = SparseFeatures(
-        n_features, probability, magnitude="signed_uniform", seed=0, device=device
+    importance = [IMPORTANCE_DECAY**i for i in range(n_features)]  # (n_features,)
+    data = SparseFeatures(  # one probability per instance: shape (instance, 1)
+        n_features, [[p] for p in probability], magnitude="signed_uniform", seed=0, device=device
     )
     model = ToyModel("abs", len(probability), n_features, n_hidden, importance, seed=0)
     start = time.perf_counter()

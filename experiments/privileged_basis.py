@@ -30,7 +30,7 @@ def main(results: Path, device: str = "cpu", quick: bool = False) -> None:
     feature)``, ``b``, features per neuron, monosemanticity) and ``metrics.csv`` (dead /
     monosemantic / polysemantic neuron counts) in ``results/privileged_basis``."""
     steps = 100 if quick else STEPS
-    importance = [[IMPORTANCE_DECAY**i for i in range(N_FEATURES)]]
+    importance = [IMPORTANCE_DECAY**i for i in range(N_FEATURES)]  # (n_features,)
     start = time.perf_counter()
     grid = train_seed_grid(
         "hidden_relu",

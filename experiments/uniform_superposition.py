@@ -41,7 +41,7 @@ def train_uniform(
 ) -> tuple[ToyModel, torch.Tensor]:
     """Train one ReLU-output instance per entry of ``feature_probability`` ``(instance,)``, all
     features of importance 1; returns the model (on CPU) and its held-out loss ``(instance,)``."""
-    probability = [float(p) for p in feature_probability]
+    probability = [[float(p)] for p in feature_probability]  # (instance, 1)
     data = SparseFeatures(n_features, probability, seed=seed, device=device)
     model = ToyModel("relu", len(probability), n_features, n_hidden, 1.0, seed=seed)
     with cpu_threads(1):  # small models: one thread is fastest, above all on a shared CPU

@@ -33,8 +33,9 @@ def train_intro(
     """
     device = str(resolve_device(device))
     n_features, n_hidden = 5, 2
-    importance = [[IMPORTANCE_DECAY**i for i in range(n_features)]]
-    data = SparseFeatures(n_features, list(FEATURE_PROBABILITY), seed=seed, device=device)
+    importance = [IMPORTANCE_DECAY**i for i in range(n_features)]  # (n_features,)
+    probability = [[p] for p in FEATURE_PROBABILITY]  # (instance, 1): one per instance
+    data = SparseFeatures(n_features, probability, seed=seed, device=device)
     tensors, rows = {}, []
     kinds = ("linear", "relu")
     for kind in kinds:

@@ -45,10 +45,14 @@ class ToyModel(Saveable):
         n_instances: independent copies (each may see different data, importance and seed).
         n_features: input features ``n``.
         n_hidden: hidden dimensions ``m`` (neurons for ``"hidden_relu"`` and ``"abs"``).
-        importance: per-feature loss weight ``I_i ≥ 0``: scalar, per instance ``(instance,)``
-            or ``(instance, n_features)``; ``(1, n_features)`` shares a profile across instances.
+        importance: per-feature loss weight ``I_i ≥ 0``, broadcast to ``(instance,
+            n_features)`` like numpy: a scalar, ``(n_features,)`` per feature (e.g.
+            ``0.9 ** torch.arange(n_features)``, shared by all instances), ``(instance, 1)`` per
+            instance or ``(instance, n_features)``.
         seed: int, ``torch.Generator``, or one int per instance (then instance ``k`` is
             initialised exactly as a one-instance model with ``seed[k]``; sweeps rely on this).
+            None: torch's global generator, as for ``nn.Module`` initialisers, so
+            ``torch.manual_seed`` fixes the initial weights.
 
     ``model.save(path)`` writes it to a folder and ``superpose.load(path)`` brings it back
     (see :mod:`superpose.io`).

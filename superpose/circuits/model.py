@@ -72,7 +72,8 @@ class AttnOnlyTransformer(Saveable):
         n_ctx: longest sequence the positional embedding covers.
         d_head: width of each head's query/key/value (default ``d_model // n_heads``).
         layer_norm: apply a parameter-free layer norm before every layer and the unembedding.
-        seed: int or ``torch.Generator`` for the initial weights.
+        seed: int or ``torch.Generator`` for the initial weights; None: torch's global
+            generator (``torch.manual_seed`` fixes it), as for ``nn.Module`` initialisers.
 
     Every weight is initialised from a normal distribution with variance ``1 / fan_in``
     (``1`` for the embeddings), so residual vectors and logits start at unit scale.
@@ -94,7 +95,7 @@ class AttnOnlyTransformer(Saveable):
         *,
         d_head: int | None = None,
         layer_norm: bool = False,
-        seed: int | torch.Generator | None = 0,
+        seed: int | torch.Generator | None = None,
     ) -> None:
         super().__init__()
         if isinstance(n_layers, bool) or not isinstance(n_layers, int):
