@@ -281,3 +281,16 @@ def test_cli_dry_run(capsys):
     assert "sae_kind=topk n_features=64 d_model=32 profile=zipf zipf_exponent=1.0" in text
     assert "per instance: k=[2, 4, 8] seed=[0, 1]" in text
     assert "feature_probability" not in text  # unused by the zipf profile
+
+
+def test_a_diverged_sae_cell_leaves_the_others_as_alone():
+    spec = make(axes={"sae_kind": ["relu"], "l1_coefficient": [0.001, 3e38, 0.01]})
+    cells = spec.cells()
+    results = {r.cell.config_hash: r for r in run_chunk(Chunk(tuple(cells), 0))}
+    bad = results[cells[1].config_hash]
+    assert bad.status == "diverged" and "NaN/inf" in bad.error and bad.weights is None
+    alone = run_chunk(Chunk((cells[2],), 0))[0]
+    packed = results[cells[2].config_hash]
+    assert packed.status == "done"
+    assert alone.final_loss == pytest.approx(packed.final_loss, rel=1e-5, abs=1e-6)
+    torch.testing.assert_close(alone.weights["W_dec"], packed.weights["W_dec"])

@@ -38,13 +38,7 @@ from superpose.sae import SAE, SparseAutoencoder, Superposed, evaluate
 from superpose.sae import train as train_sae
 from superpose.sweep.packing import Chunk
 from superpose.sweep.spec import SAE_SPARSITY, Cell
-from superpose.sweep.streams import (
-    DIRECTIONS_STREAM,
-    EVAL_STREAM,
-    TRAIN_STREAM,
-    CellStreams,
-    stream_seed,
-)
+from superpose.sweep.streams import EVAL_STREAM, TRAIN_STREAM, CellStreams, stream_seed
 from superpose.train import TrainingDiverged, train
 
 STATUSES = ("done", "diverged", "error")
@@ -160,7 +154,8 @@ def sae_source(config: Mapping[str, Any], device: str | torch.device = "cpu") ->
     """The activation source of an SAE cell (a config of
     :data:`~superpose.sweep.spec.SAE_FIELDS`, e.g. a row of :func:`superpose.sweep.load`):
     ``n_features`` features firing with the ``profile``'s probabilities, with ``magnitude``,
-    along unit directions in ``d_model`` dimensions drawn from ``data_seed``.
+    along unit directions in ``d_model`` dimensions drawn from ``data_seed`` (the directions'
+    own stream of it, independent of an SAE seeded with the same int).
 
     One instance (shared by every SAE instance); pass it to :func:`superpose.sae.evaluate`
     to rescore a stored SAE.
@@ -186,7 +181,7 @@ def sae_source(config: Mapping[str, Any], device: str | torch.device = "cpu") ->
         features,
         int(config["d_model"]),
         orthogonal=config["directions"] == "orthogonal",
-        seed=stream_seed(data_seed, DIRECTIONS_STREAM),
+        seed=data_seed,
     )
 
 

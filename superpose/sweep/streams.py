@@ -31,10 +31,6 @@ TRAIN_STREAM = 0
 EVAL_STREAM = 2**31 - 1
 """Stream used for the held-out final loss (and an SAE cell's held-out scores)."""
 
-DIRECTIONS_STREAM = 1
-"""Stream that draws an SAE cell's true feature directions from its ``data_seed`` (mixed, so
-that an SAE initialised with the same integer seed does not start at the true directions)."""
-
 
 def stream_seed(seed: int, stream: int) -> int:
     """A well-mixed 63-bit generator seed for cell seed ``seed`` on ``stream``."""
