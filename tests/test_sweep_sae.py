@@ -150,7 +150,9 @@ def test_bad_sae_specs_name_the_key(changes, error, match):
 
 def test_a_toy_spec_names_sae_fields():
     spec = {"name": "t", "fixed": {"kind": "relu", "n_features": 2, "n_hidden": 1, "d_sae": 4}}
-    with pytest.raises(ValueError, match=r"d_sae is a field of task 'sae'.*set task = 'sae'"):
+    with pytest.raises(
+        ValueError, match=r"d_sae is a field of task 'sae', not of this spec's task 'toy'"
+    ):
         SweepSpec.from_dict(spec)
 
 
@@ -221,6 +223,7 @@ def test_store_columns_load_model_and_resume(tmp_path):
     for column in ["final_loss", *SCORES]:
         assert frame[column].notna().all(), column
     assert frame.k.isna().tolist() == [True, False, False]
+    assert frame.k.dtype == "Int64" and frame.k.tolist()[1:] == [2, 4]  # NULL for relu
     assert frame.l1_coefficient.isna().tolist() == [False, True, True]
     assert (frame.explained_variance > 0).all() and (frame.mmcs > 0.3).all()
 

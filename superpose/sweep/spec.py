@@ -367,8 +367,8 @@ def _misplaced(key: str, table: str, task: str) -> ValueError:
     for other_task, other_fields in TASKS.items():
         if key in other_fields:
             return ValueError(
-                f"{table}.{key}: {key} is a field of task {other_task!r}, and this spec's task "
-                f"is {task!r} (set task = {other_task!r} at the top of the spec)"
+                f"{table}.{key}: {key} is a field of task {other_task!r}, not of this spec's "
+                f"task {task!r} (the top-level key task chooses, default 'toy')"
             )
     known = [k for k, f in fields.items() if f.table == table] if table != "axes" else list(fields)
     return _unknown(key, f"{table}.", known)

@@ -317,6 +317,9 @@ class ResultStore:
         frame["task"] = frame["task"].fillna("toy") if "task" in frame else "toy"
         tasks = list(frame["task"].unique()) or list(TASKS)  # their fields, in their order
         fields = dict.fromkeys(name for task in tasks for name in TASKS[task])
+        for name in fields:  # an int field with NULLs (unused by some cells) stays integer
+            if _FIELD_COLUMNS[name] == "INTEGER" and name in frame and frame[name].isna().any():
+                frame[name] = frame[name].astype("Int64")
         first = [*list(_BASE_COLUMNS)[:-1], *fields, "final_loss"]
         last = list(_RUN_COLUMNS)
         order = [name for name in first if name in frame]
