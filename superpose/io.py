@@ -10,10 +10,12 @@ registered with the :func:`saveable` decorator saves to a folder ::
 
     path/
         weights.safetensors   its state_dict (parameters and buffers)
-        config.json           {"class": ..., "module": ..., "config": {...},
+        config.json           {"class": ..., "module": ..., "config": {...}, "training": ...,
                                "superpose_version": ..., "weights_sha256": ...}
 
-and :func:`load` rebuilds it: ``cls(**config)``, then ``load_state_dict(strict=True)``.
+and :func:`load` rebuilds it: ``cls(**config)``, then ``load_state_dict(strict=True)``, in the
+saved mode (``training``: ``module.train()`` or ``module.eval()``, which matters for modules that
+behave differently at inference, such as BatchTopK SAEs).
 """
 
 from __future__ import annotations
@@ -222,6 +224,7 @@ def save(module: Saveable, path: str | Path) -> Path:
         "class": cls.__name__,
         "module": cls.__module__,
         "config": module.config(),
+        "training": module.training,
         "superpose_version": __version__,
         "weights_sha256": hashlib.sha256(data).hexdigest(),
     }
@@ -250,7 +253,7 @@ def _saved_class(record: dict, config_path: Path) -> type[Saveable]:
 
 def load(path: str | Path) -> Saveable:
     """Rebuild the module :func:`save` wrote to the folder ``path``, on the CPU, with the
-    saved dtypes.
+    saved dtypes and mode (training or inference; training for folders saved without it).
 
     Nothing is unpickled: the class comes from the registry (:func:`saveable`), the
     constructor arguments from ``config.json``, the tensors from ``weights.safetensors``.
@@ -295,4 +298,4 @@ def load(path: str | Path) -> Saveable:
             f"{found}, the model needs {expected}",
         )
     module.load_state_dict(state, strict=True, assign=True)  # assign: keep the saved dtypes
-    return module
+    return module.train(record.get("training") is not False)

@@ -5,7 +5,9 @@ import math
 import pytest
 import torch
 
-from superpose.sae import KINDS, SAE, BatchTopKSAE
+import superpose
+from superpose import SparseFeatures
+from superpose.sae import KINDS, SAE, BatchTopKSAE, Superposed, train
 
 OPTIONS = {
     "relu": {"l1_coefficient": [0.0, 0.1]},
@@ -36,13 +38,39 @@ def test_shapes_config_round_trip_and_non_negative_latents(kind):
     assert set(parts) == {"mse", "sparsity", "aux"}
     assert all(value.shape == (2,) for value in parts.values())
     torch.testing.assert_close(sae.loss(x), parts["mse"] + parts["sparsity"] + parts["aux"])
-    rebuilt = SAE(**sae.config())
+    rebuilt = SAE(kind, **sae.config())
     assert type(rebuilt) is type(sae) and rebuilt.config() == sae.config()
+    assert type(type(sae)(**sae.config())) is type(sae)
     assert {k: v.shape for k, v in rebuilt.state_dict().items()} == {
         k: v.shape for k, v in sae.state_dict().items()
     }
     rebuilt.load_state_dict(sae.state_dict())
     torch.testing.assert_close(rebuilt(x), sae(x))
+
+
+@pytest.mark.parametrize("kind", sorted(OPTIONS))
+def test_save_load_round_trip(tmp_path, kind):
+    sae = SAE(kind, 2, 5, 8, seed=[0, 1], **OPTIONS[kind])
+    source = Superposed(SparseFeatures(6, 0.2, seed=0), 5, seed=0)
+    train(sae, source, steps=20, batch_size=32, lr=0.01, progress=False)  # left in eval()
+    if kind == "batchtopk":
+        assert (sae.threshold > 0).all()  # estimated in training, restored below
+    if kind == "jumprelu":
+        assert not torch.equal(sae.log_threshold, torch.full_like(sae.log_threshold, -2.302585))
+    loaded = superpose.load(sae.save(tmp_path / kind))
+    assert type(loaded) is type(sae) and loaded.kind == kind
+    assert loaded.config() == sae.config() and not loaded.training
+    assert loaded.state_dict().keys() == sae.state_dict().keys()
+    for name, tensor in sae.state_dict().items():
+        assert torch.equal(loaded.state_dict()[name], tensor), name
+        assert loaded.state_dict()[name].dtype == tensor.dtype, name
+    x = source.sample(64, 2, torch.Generator().manual_seed(1))
+    assert torch.equal(loaded.encode(x), sae.encode(x))
+    assert torch.equal(loaded(x), sae(x)) and torch.equal(loaded.loss(x), sae.loss(x))
+    sae.train()
+    training = superpose.load(sae.save(tmp_path / "training"))
+    assert training.training  # the mode is saved: BatchTopK uses its batch top-k again
+    assert torch.equal(training(x), sae(x))
 
 
 def test_per_instance_seeds_reproduce_single_instance_draws():

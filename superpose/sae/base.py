@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from superpose._checks import as_float_tensor, make_generator, positive_int
+from superpose.io import Saveable, saveable
 
 Seed = int | Sequence[int] | torch.Generator | None
 
@@ -39,8 +40,9 @@ KINDS: dict[str, type[SparseAutoencoder]] = {}
 
 
 def register(cls: type[SparseAutoencoder]) -> type[SparseAutoencoder]:
-    """Class decorator: make ``cls`` available as ``SAE(cls.kind, ...)``."""
-    KINDS[cls.kind] = cls
+    """Class decorator: make ``cls`` available as ``SAE(cls.kind, ...)`` and to
+    :func:`superpose.load` (it is :func:`superpose.io.saveable` too)."""
+    KINDS[cls.kind] = saveable(cls)
     return cls
 
 
@@ -49,7 +51,7 @@ def SAE(kind: str, n_instances: int, d_in: int, d_sae: int, **options: Any) -> S
     ``"batchtopk"``, ``"jumprelu"``, ``"matryoshka"``) mapping ``d_in`` to ``d_sae`` latents.
 
     ``options`` are the kind's keyword arguments (``l1_coefficient``, ``k``, ``seed``, ...; see
-    each class). ``SAE(**sae.config())`` rebuilds an SAE of the same shapes.
+    each class). ``SAE(sae.kind, **sae.config())`` rebuilds an SAE of the same shapes.
     """
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {sorted(KINDS)}, got {kind!r}")
@@ -103,12 +105,15 @@ def unit_rows(shape: tuple[int, ...], n_instances: int, seed: Seed) -> torch.Ten
     return rows / rows.norm(dim=-1, keepdim=True).clamp_min(1e-12)
 
 
-class SparseAutoencoder(nn.Module):
+class SparseAutoencoder(Saveable):
     """Base class of the SAE kinds: ``n_instances`` independent SAEs ``d_in → d_sae → d_in``.
 
-    Subclasses set :attr:`kind`, implement :meth:`activate`, and may override
+    Subclasses set :attr:`kind`, implement :meth:`activate`, may override
     :meth:`sparsity`, :meth:`aux`, :meth:`reconstruction_error`, :meth:`observe` and
-    :meth:`hyperparameters`.
+    :meth:`hyperparameters`, and are registered with :func:`register`.
+
+    ``sae.save(path)`` writes it to a folder and ``superpose.load(path)`` brings it back with
+    its weights, per-instance hyper-parameters, thresholds and mode (see :mod:`superpose.io`).
 
     Args:
         n_instances: independent SAEs trained together.
@@ -134,7 +139,8 @@ class SparseAutoencoder(nn.Module):
         self.d_sae = positive_int("d_sae", d_sae)
         W_dec = unit_rows((self.d_sae, self.d_in), self.n_instances, seed)
         self.W_dec = nn.Parameter(W_dec)
-        self.W_enc = nn.Parameter(W_dec.transpose(1, 2).clone())
+        # contiguous, as a loaded copy is: the same strides give bit-identical outputs
+        self.W_enc = nn.Parameter(W_dec.transpose(1, 2).contiguous())
         self.b_enc = nn.Parameter(torch.zeros(self.n_instances, self.d_sae))
         self.b_dec = nn.Parameter(torch.zeros(self.n_instances, self.d_in))
 
@@ -227,10 +233,10 @@ class SparseAutoencoder(nn.Module):
         return {}
 
     def config(self) -> dict[str, Any]:
-        """Keyword arguments such that ``SAE(**sae.config())`` rebuilds this SAE's shapes and
-        hyper-parameters (weights live in the parameters and buffers)."""
+        """Constructor arguments: ``type(sae)(**sae.config())``, or ``SAE(sae.kind,
+        **sae.config())``, rebuilds this SAE's shapes and hyper-parameters (weights live in the
+        parameters and buffers)."""
         return {
-            "kind": self.kind,
             "n_instances": self.n_instances,
             "d_in": self.d_in,
             "d_sae": self.d_sae,

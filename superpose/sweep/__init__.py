@@ -1,9 +1,12 @@
-"""Sweeps: grids of toy-model trainings, packed into batched models, stored resumably.
+"""Sweeps: grids of toy-model (or SAE) trainings, packed into batched models, stored resumably.
 
 A sweep spec (TOML or :class:`SweepSpec`) names fixed fields and swept axes; every grid
 point is a cell identified by a hash of its full config. Cells that share shapes train
 together as instances of one :class:`~superpose.ToyModel` (:mod:`.packing`), each with its
 own seed-keyed data stream so that packing never changes a cell's result (:mod:`.streams`).
+A spec with ``task = "sae"`` sweeps sparse autoencoders on synthetic sources instead: a
+chunk is one batched SAE on one shared stream (:mod:`.execute`), and the store's columns
+hold its recovery scores.
 Results go to an SQLite + safetensors store (:mod:`.store`) chunk by chunk, so a rerun
 resumes where a killed one stopped (retraining cells whose weight files were damaged); one
 process writes to a store at a time (:mod:`.lock`); chunks run in-process or as Ray tasks
@@ -16,17 +19,24 @@ Example::
     print(summary)
     df = sweep.load("results/phase_diagram")                # one row per cell
     W = sweep.load_weights("results/phase_diagram", df.config_hash[0])["W"]
+
+    sweep.run("experiments/sae_grid.toml")                  # task = "sae"
+    scores = sweep.load("results/sae_grid")                 # mcc, l0, f1, ... as columns
+    model = sweep.load_model("results/sae_grid", scores.config_hash[0])  # a 1-instance SAE
 """
 
-from superpose.sweep.execute import CellResult, run_chunk
+from superpose.sweep.execute import CellResult, run_chunk, sae_source
 from superpose.sweep.lock import StoreLocked
 from superpose.sweep.packing import Chunk, pack
 from superpose.sweep.runner import SweepSummary, plan, run
-from superpose.sweep.spec import FIELDS, Cell, SweepSpec
+from superpose.sweep.spec import FIELDS, SAE_FIELDS, SAE_SPARSITY, TASKS, Cell, SweepSpec
 from superpose.sweep.store import CorruptWeights, ResultStore, load, load_model, load_weights
 
 __all__ = [
     "FIELDS",
+    "SAE_FIELDS",
+    "SAE_SPARSITY",
+    "TASKS",
     "Cell",
     "CellResult",
     "Chunk",
@@ -42,4 +52,5 @@ __all__ = [
     "plan",
     "run",
     "run_chunk",
+    "sae_source",
 ]

@@ -3,6 +3,15 @@
 Runs wherever a backend puts it (in-process or in a Ray worker) and returns plain results;
 it never touches the result store.
 
+Toy cells train as one :class:`~superpose.ToyModel` on per-cell seed-keyed streams
+(:mod:`superpose.sweep.streams`). SAE cells (``task = "sae"``) of a chunk share their source
+(every field but the sparsity hyper-parameter and ``seed`` is equal within a chunk), so they
+train as one batched SAE on one stream drawn once for all instances: its batches depend only
+on the source config and ``data_seed`` (:func:`sae_source`), each instance's initialisation
+only on its own ``seed`` (:func:`build_sae`), and the instances never interact, so a cell's
+result does not depend on the cells packed with it (up to float rounding in batched matrix
+products). Dead-latent resampling is not offered: it would draw from the shared stream.
+
 Divergence: when :func:`superpose.train` raises :class:`~superpose.TrainingDiverged`, the
 instances it names are recorded as ``"diverged"`` and the remaining cells are retrained from
 scratch without them. Because each cell's initialisation and data depend only on its own
@@ -15,16 +24,21 @@ from __future__ import annotations
 
 import time
 import traceback
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
 from superpose import __version__
 from superpose.analysis import scalar_metrics
+from superpose.data import SparseFeatures, geometric_probability, zipf_probability
 from superpose.models import ToyModel
+from superpose.sae import SAE, SparseAutoencoder, Superposed, evaluate
+from superpose.sae import train as train_sae
 from superpose.sweep.packing import Chunk
-from superpose.sweep.spec import Cell
-from superpose.sweep.streams import EVAL_STREAM, TRAIN_STREAM, CellStreams
+from superpose.sweep.spec import SAE_SPARSITY, Cell
+from superpose.sweep.streams import EVAL_STREAM, TRAIN_STREAM, CellStreams, stream_seed
 from superpose.train import TrainingDiverged, train
 
 STATUSES = ("done", "diverged", "error")
@@ -40,10 +54,18 @@ class CellResult:
         cell: the cell.
         status: one of :data:`STATUSES`.
         error: the error message for a failed cell.
-        final_loss: held-out loss on ``eval_samples`` fresh samples (None unless done).
-        metrics: :func:`superpose.analysis.scalar_metrics` of the trained ``W``.
-        weights: the cell's parameters and importance without the instance axis, e.g.
-            ``W: (n_hidden, n_features)``, ``b: (n_features,)`` (None unless done).
+        final_loss: toy cells: held-out loss on ``eval_samples`` fresh samples; SAE cells: the
+            training loss averaged over the last :data:`SAE_LOG_EVERY` steps (None unless
+            done).
+        metrics: toy cells: :func:`superpose.analysis.scalar_metrics` of the trained ``W``;
+            SAE cells: the scores of :func:`superpose.sae.evaluate` on ``eval_samples``
+            held-out samples and ``final_mse``, ``final_sparsity``, ``final_aux`` (the loss's
+            parts over the last :data:`SAE_LOG_EVERY` training steps).
+        weights: the cell's parameters and buffers without the instance axis, e.g.
+            ``W: (n_hidden, n_features)``, ``b: (n_features,)``, ``importance`` for a toy
+            cell, ``W_enc: (d_model, d_sae)``, ``W_dec: (d_sae, d_model)``, ``b_enc``,
+            ``b_dec`` and the hyper-parameter buffers (``k: ()``, ``threshold: ()``, ...) for
+            an SAE cell (None unless done).
         wall_time: seconds of its chunk's training (all attempts) divided by the chunk's cells.
         chunk_cells: cells in its chunk.
         device: where it trained.
@@ -73,8 +95,12 @@ def held_out_loss(model: ToyModel, data: CellStreams, n_samples: int, block: int
     return (total / n_samples).float()
 
 
-def _train_cells(cells: list[Cell], device: str) -> list[CellResult]:
-    """Train ``cells`` as one batched model; raises TrainingDiverged like the trainer."""
+SAE_LOG_EVERY = 100
+"""Training steps per logged interval of an SAE cell (its ``final_*`` values average the last)."""
+
+
+def _train_toy_cells(cells: list[Cell], device: str) -> list[CellResult]:
+    """Train toy ``cells`` as one batched model; raises TrainingDiverged like the trainer."""
     config = cells[0].config
     n_features = int(config["n_features"])
     model = ToyModel(
@@ -124,6 +150,108 @@ def _train_cells(cells: list[Cell], device: str) -> list[CellResult]:
     ]
 
 
+def sae_source(config: Mapping[str, Any], device: str | torch.device = "cpu") -> Superposed:
+    """The activation source of an SAE cell (a config of
+    :data:`~superpose.sweep.spec.SAE_FIELDS`, e.g. a row of :func:`superpose.sweep.load`):
+    ``n_features`` features firing with the ``profile``'s probabilities, with ``magnitude``,
+    along unit directions in ``d_model`` dimensions drawn from ``data_seed`` (the directions'
+    own stream of it, independent of an SAE seeded with the same int).
+
+    One instance (shared by every SAE instance); pass it to :func:`superpose.sae.evaluate`
+    to rescore a stored SAE.
+    """
+    n = int(config["n_features"])
+    if config["profile"] == "geometric":
+        probability = geometric_probability(n, config["ratio"], config["expected_active"])[None]
+    elif config["profile"] == "zipf":
+        probability = zipf_probability(
+            n, config["zipf_exponent"], config["max_probability"], config["min_probability"]
+        )[None]
+    else:
+        probability = float(config["feature_probability"])
+    data_seed = int(config["data_seed"])
+    features = SparseFeatures(
+        n,
+        probability,
+        magnitude=str(config["magnitude"]),
+        seed=stream_seed(data_seed, TRAIN_STREAM),
+        device=device,
+    )
+    return Superposed(
+        features,
+        int(config["d_model"]),
+        orthogonal=config["directions"] == "orthogonal",
+        seed=data_seed,
+    )
+
+
+def build_sae(configs: Sequence[Mapping[str, Any]]) -> SparseAutoencoder:
+    """One batched SAE for SAE cell configs of one packing group: instance ``k`` is
+    initialised from ``configs[k]["seed"]`` (exactly as alone) and holds that config's
+    sparsity hyper-parameter (:data:`~superpose.sweep.spec.SAE_SPARSITY`)."""
+    first = configs[0]
+    kind = str(first["sae_kind"])
+    option = SAE_SPARSITY[kind]
+    return SAE(
+        kind,
+        len(configs),
+        int(first["d_model"]),
+        int(first["d_sae"]),
+        seed=[int(config["seed"]) for config in configs],
+        **{option: [config[option] for config in configs]},
+    )
+
+
+def _train_sae_cells(cells: list[Cell], device: str) -> list[CellResult]:
+    """Train SAE ``cells`` as one batched SAE; raises TrainingDiverged like the trainer."""
+    config = cells[0].config
+    data_seed = int(config["data_seed"])
+    source = sae_source(config, device)
+    model = build_sae([cell.config for cell in cells])
+    result = train_sae(
+        model,
+        source,
+        steps=int(config["steps"]),
+        batch_size=int(config["batch_size"]),
+        lr=float(config["lr"]),
+        schedule=str(config["schedule"]),
+        warmup_steps=int(config["warmup_steps"]),
+        sparsity_warmup_steps=int(config["sparsity_warmup_steps"]),
+        dead_window=int(config["dead_window"]),
+        log_every=SAE_LOG_EVERY,
+        seed=stream_seed(data_seed, TRAIN_STREAM),
+        device=device,
+        progress=False,
+    )
+    scores = evaluate(
+        model,
+        source,
+        int(config["eval_samples"]),
+        seed=stream_seed(data_seed, EVAL_STREAM),
+        batch_size=int(config["batch_size"]),  # a packing-independent block size
+    ).drop(columns="instance")
+    final = {name: result.history[name][-1] for name in ("loss", "mse", "sparsity", "aux")}
+    state = {name: tensor.detach().cpu() for name, tensor in model.state_dict().items()}
+    return [
+        CellResult(
+            cell=cell,
+            status="done",
+            final_loss=float(final["loss"][k]),
+            metrics={
+                **{name: float(values[k]) for name, values in scores.items()},
+                **{f"final_{name}": float(final[name][k]) for name in ("mse", "sparsity", "aux")},
+            },
+            weights={name: tensor[k].clone() for name, tensor in state.items()},
+            device=str(device),
+        )
+        for k, cell in enumerate(cells)
+    ]
+
+
+_TRAINERS = {"toy": _train_toy_cells, "sae": _train_sae_cells}
+"""How the cells of each task train (one batched model per call)."""
+
+
 def run_chunk(chunk: Chunk, device: str = "cpu") -> list[CellResult]:
     """Train every cell of ``chunk`` on ``device``; one :class:`CellResult` per cell.
 
@@ -135,7 +263,7 @@ def run_chunk(chunk: Chunk, device: str = "cpu") -> list[CellResult]:
     results: list[CellResult] = []
     while pending:
         try:
-            results += _train_cells(pending, device)
+            results += _TRAINERS[chunk.cells[0].task](pending, device)
             pending = []
         except TrainingDiverged as error:
             bad = set(error.instances)

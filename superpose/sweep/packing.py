@@ -1,18 +1,21 @@
 """Packing: grid cells that share shapes become the instances of one batched model.
 
-Cells whose non-per-instance fields agree (kind, n_features, n_hidden, magnitude and all
-training settings; see :attr:`superpose.sweep.spec.Field.per_instance`) form a group. A group
-is split into as few chunks as the memory budget and ``max_chunk_cells`` allow, of near-equal
-size; each chunk is one call of :func:`superpose.train` on one :class:`~superpose.ToyModel`.
+Cells whose non-per-instance fields agree (toy cells: kind, n_features, n_hidden, magnitude
+and all training settings; SAE cells: the source, ``sae_kind``, ``d_sae`` and all training
+settings; see :attr:`superpose.sweep.spec.Field.per_instance`) form a group. A group is split
+into as few chunks as the memory budget and ``max_chunk_cells`` allow, of near-equal size;
+each chunk is one call of :func:`superpose.train` on one :class:`~superpose.ToyModel`, or of
+:func:`superpose.sae.train` on one batched SAE.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
-from superpose.sweep.spec import FIELDS, Cell
+from superpose.sweep.spec import Cell
 
 _ACTIVATIONS_PER_FEATURE = 16
 """Float32 tensors of shape ``(batch, n_features)`` alive per instance during a training step
@@ -23,6 +26,16 @@ _ACTIVATIONS_PER_HIDDEN = 4
 
 _OPTIMIZER_COPIES = 4
 """Parameter, gradient and AdamW's two moments."""
+
+_SAE_ACTIVATIONS_PER_LATENT = 8
+"""Float32 tensors of shape ``(batch, d_sae)`` alive per SAE instance during a training step
+(pre-activations, latents, the kind's masks or top-k scatter, AuxK's dead pre-activations and
+the gradients of these), rounded up."""
+
+_SAE_ACTIVATIONS_PER_INPUT = 8
+"""Float32 tensors of shape ``(batch, d_model)`` alive per SAE instance during a step (centred
+input, reconstruction, error, AuxK's residual, Matryoshka's partial reconstructions and their
+gradients)."""
 
 
 @dataclass(frozen=True)
@@ -41,8 +54,19 @@ class Chunk:
         return len(self.cells)
 
 
-def bytes_per_cell(config: dict) -> int:
-    """Estimated peak memory one instance adds to a training step, in bytes."""
+def bytes_per_cell(config: Mapping[str, Any], task: str = "toy") -> int:
+    """Estimated peak memory one instance adds to a training step, in bytes, for a cell of
+    ``task`` with ``config``."""
+    if task == "sae":
+        d_sae, d_model = int(config["d_sae"]), int(config["d_model"])
+        batch = int(config["batch_size"])  # also the evaluation's block size
+        parameters = 2 * d_sae * d_model + 2 * d_sae + d_model  # W_enc, W_dec, biases, θ
+        floats = (
+            batch * d_sae * _SAE_ACTIVATIONS_PER_LATENT
+            + batch * d_model * _SAE_ACTIVATIONS_PER_INPUT
+            + parameters * _OPTIMIZER_COPIES
+        )
+        return 4 * floats
     n, m = int(config["n_features"]), int(config["n_hidden"])
     batch = int(config["batch_size"])
     weights = 2 if config["kind"] == "abs" else 1
@@ -67,7 +91,8 @@ def pack(cells: Sequence[Cell], memory_budget_mb: float, max_chunk_cells: int) -
         groups.setdefault(cell.group(), []).append(cell)
     chunks: list[Chunk] = []
     for group_cells in groups.values():
-        fit = int(memory_budget_mb * 2**20 // bytes_per_cell(group_cells[0].config))
+        first = group_cells[0]
+        fit = int(memory_budget_mb * 2**20 // bytes_per_cell(first.config, first.task))
         capacity = max(1, min(max_chunk_cells, fit))
         n_chunks = math.ceil(len(group_cells) / capacity)
         size = math.ceil(len(group_cells) / n_chunks)
@@ -76,20 +101,42 @@ def pack(cells: Sequence[Cell], memory_budget_mb: float, max_chunk_cells: int) -
     return chunks
 
 
+def _values(values: list) -> str:
+    """A short description of one per-instance field's distinct values in a group."""
+    distinct = sorted(set(values))
+    if len(distinct) <= 6:
+        return "[" + ", ".join(f"{v:g}" if isinstance(v, float) else str(v) for v in distinct) + "]"
+    return f"{len(distinct)} values in [{distinct[0]:g}, {distinct[-1]:g}]"
+
+
 def describe(chunks: Sequence[Chunk]) -> str:
-    """The packing plan, one line per group: its shared fields, cells and chunk sizes."""
+    """The packing plan, one entry per group: its shared fields, the values of its
+    per-instance fields, its cells and chunk sizes (with the estimated memory of a chunk) and
+    its training settings. Fields its cells do not use are left out."""
     groups: dict[tuple, list[Chunk]] = {}
     for chunk in chunks:
         groups.setdefault(chunk.cells[0].group(), []).append(chunk)
     lines = [f"{len(chunks)} chunk(s) in {len(groups)} group(s):"]
     for key, group_chunks in groups.items():
-        shared = " ".join(f"{k}={v}" for k, v in key if FIELDS[k].table == "fixed")
-        training = " ".join(f"{k}={v}" for k, v in key if FIELDS[k].table == "training")
+        first = group_chunks[0].cells[0]
+        fields = first.fields
+        shown = {
+            table: " ".join(
+                f"{k}={v}" for k, v in key if fields[k].table == table and v is not None
+            )
+            for table in ("fixed", "training")
+        }
+        cells = [cell for chunk in group_chunks for cell in chunk.cells]
+        varying = " ".join(
+            f"{name}={_values(values)}"
+            for name, f in fields.items()
+            if f.per_instance and None not in (values := [cell.config[name] for cell in cells])
+        )
         sizes = sorted({len(c) for c in group_chunks}, reverse=True)
-        n_cells = sum(len(c) for c in group_chunks)
-        mb = max(sizes) * bytes_per_cell(dict(key)) / 2**20
+        mb = max(sizes) * bytes_per_cell(first.config, first.task) / 2**20
         lines.append(
-            f"  {shared}: {n_cells} cells -> {len(group_chunks)} chunk(s) of "
-            f"{'/'.join(map(str, sizes))} cells (~{mb:.0f} MB each)\n    training: {training}"
+            f"  {shown['fixed']}: {len(cells)} cells -> {len(group_chunks)} chunk(s) of "
+            f"{'/'.join(map(str, sizes))} cells (~{mb:.0f} MB each)\n"
+            f"    per instance: {varying}\n    training: {shown['training']}"
         )
     return "\n".join(lines)

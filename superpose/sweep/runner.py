@@ -11,6 +11,7 @@ row). One process writes to a store at a time: a second ``run`` on the same fold
 
 from __future__ import annotations
 
+import math
 import sys
 import time
 from dataclasses import dataclass, field
@@ -87,10 +88,14 @@ def plan(spec: SweepSpec | str | Path, out: str | Path | None = None) -> str:
             finished, damaged = _finished(store, cells)
     todo = [cell for cell in cells if cell.config_hash not in finished]
     grid = " x ".join(f"{len(v)} {k}" for k, v in spec.axes.items()) or "no axes"
+    points = math.prod(spec.shape)
+    if points > len(cells):
+        grid += f"; {points} grid points, one cell for those differing only in unused fields"
     fixed = " ".join(f"{k}={v}" for k, v in {**spec.fixed, **spec.training}.items())
+    task = "" if spec.task == "toy" else f" (task {spec.task})"
     execution = spec.execution
     lines = [
-        f"sweep {spec.name}: {len(cells)} cells ({grid})",
+        f"sweep {spec.name}{task}: {len(cells)} cells ({grid})",
         f"fixed: {fixed}",
         f"results: {out} ({len(cells) - len(todo)} finished, {len(todo)} to train"
         + (f", {len(damaged)} of them for missing or corrupt weight files)" if damaged else ")"),

@@ -4,15 +4,20 @@ Layout of a store folder::
 
     results/<name>/
         sweep.sqlite                   table ``cells``: one row per cell; ``meta``: the spec
-        weights/<hash>.safetensors     the cell's tensors (W, b, ..., importance)
+        weights/<hash>.safetensors     the cell's tensors (W, b, ..., importance; or W_enc, ...)
         sweep.lock                     while a sweep writes: its pid, host and start time
 
-Columns of ``cells``: ``config_hash`` (primary key), ``status`` (``done``, ``diverged`` or
-``error``), ``error``, every config field (:data:`superpose.sweep.spec.FIELDS`),
-``final_loss``, the metrics of :func:`superpose.analysis.scalar_metrics`, ``wall_time``
-(seconds per cell, amortised over its chunk), ``chunk_cells``, ``device``, ``version`` and
-``finished_at`` (UTC, ISO 8601), ``weights_bytes`` and ``weights_sha256`` (size and SHA-256
-of the cell's weight file). New config fields or metrics become new columns.
+Columns of ``cells`` (in the order :func:`load` gives them): ``config_hash`` (primary key),
+``status`` (``done``, ``diverged`` or ``error``), ``error``, ``task`` (``toy`` or ``sae``),
+every config field of the tasks stored (:data:`superpose.sweep.spec.FIELDS`,
+:data:`~superpose.sweep.spec.SAE_FIELDS`; NULL where a cell does not use a field),
+``final_loss``, the metrics (toy cells: :func:`superpose.analysis.scalar_metrics`; SAE cells:
+the scores of :func:`superpose.sae.evaluate` and ``final_mse``, ``final_sparsity``,
+``final_aux``; see :class:`~superpose.sweep.execute.CellResult`), ``wall_time`` (seconds per
+cell, amortised over its chunk), ``chunk_cells``, ``device``, ``version`` and ``finished_at``
+(UTC, ISO 8601), ``weights_bytes`` and ``weights_sha256`` (size and SHA-256 of the cell's
+weight file). New config fields or metrics become new columns; rows from before tasks
+existed are toy cells.
 
 Safety: the database runs in WAL mode, so readers never block the writer and see only
 committed chunks. A chunk's weight files are written first (temporary file, then
@@ -40,9 +45,10 @@ import torch
 
 from superpose.io import CorruptFile, tensor_bytes, tensors_from_bytes, write_bytes
 from superpose.models import ToyModel
-from superpose.sweep.execute import CellResult
+from superpose.sae import SparseAutoencoder
+from superpose.sweep.execute import CellResult, build_sae
 from superpose.sweep.lock import WriterLock
-from superpose.sweep.spec import FIELDS, SweepSpec
+from superpose.sweep.spec import TASKS, SweepSpec
 
 DATABASE = "sweep.sqlite"
 WEIGHTS = "weights"
@@ -54,9 +60,13 @@ _BASE_COLUMNS = {
     "config_hash": "TEXT PRIMARY KEY",
     "status": "TEXT NOT NULL",
     "error": "TEXT",
-    **{name: _SQL_TYPES[f.type] for name, f in FIELDS.items()},
+    "task": "TEXT",
     "final_loss": "REAL",
 }
+_FIELD_COLUMNS = {
+    name: _SQL_TYPES[f.type] for fields in TASKS.values() for name, f in fields.items()
+}
+"""Every task's config fields (a name shared by tasks has one type)."""
 _RUN_COLUMNS = {
     "wall_time": "REAL",
     "chunk_cells": "INTEGER",
@@ -162,6 +172,7 @@ class ResultStore:
                 "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value)"
             )
             columns = ", ".join(f'"{k}" {t}' for k, t in {**_BASE_COLUMNS, **_RUN_COLUMNS}.items())
+            # config fields are added as cells of a task are written
             self._connection.execute(f"CREATE TABLE IF NOT EXISTS cells ({columns})")
             self._ensure_columns({**_BASE_COLUMNS, **_RUN_COLUMNS})
 
@@ -182,7 +193,7 @@ class ResultStore:
         return {row[1] for row in self._connection.execute("PRAGMA table_info(cells)")}
 
     def _ensure_columns(self, columns: Mapping[str, str]) -> None:
-        """Add missing columns (new metrics or config fields) to ``cells``."""
+        """Add missing columns (new metrics, config fields or tasks) to ``cells``."""
         existing = self._column_names()
         for name, sql_type in columns.items():
             if name not in existing:
@@ -257,6 +268,7 @@ class ResultStore:
             for r in results
             if r.weights is not None
         }
+        fields = {name: _FIELD_COLUMNS[name] for r in results for name in r.cell.config}
         metrics = dict.fromkeys(name for result in results for name in result.metrics)
         finished_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
         rows = [
@@ -264,6 +276,7 @@ class ResultStore:
                 "config_hash": r.cell.config_hash,
                 "status": r.status,
                 "error": r.error,
+                "task": r.cell.task,
                 **r.cell.config,
                 "final_loss": r.final_loss,
                 **r.metrics,
@@ -283,7 +296,7 @@ class ResultStore:
         columns = ", ".join(f'"{name}"' for name in names)
         placeholders = ", ".join(f":{name}" for name in names)
         with self._connection:
-            self._ensure_columns(dict.fromkeys(metrics, "REAL"))
+            self._ensure_columns({**fields, **dict.fromkeys(metrics, "REAL")})
             self._connection.executemany(
                 f"INSERT OR REPLACE INTO cells ({columns}) VALUES ({placeholders})",
                 [{name: row.get(name) for name in names} for row in rows],
@@ -296,14 +309,30 @@ class ResultStore:
         return len(data), hashlib.sha256(data).hexdigest()
 
     def table(self) -> pd.DataFrame:
-        """All cells, one row each, in the order they finished."""
+        """All cells, one row each, in the order they finished; columns in the order of the
+        module docstring."""
         with _database_errors(self.database):
-            return pd.read_sql_query("SELECT * FROM cells ORDER BY rowid", self._connection)
+            frame = pd.read_sql_query("SELECT * FROM cells ORDER BY rowid", self._connection)
+        # rows from before tasks existed are toy cells
+        frame["task"] = frame["task"].fillna("toy") if "task" in frame else "toy"
+        tasks = list(frame["task"].unique()) or list(TASKS)  # their fields, in their order
+        fields = dict.fromkeys(name for task in tasks for name in TASKS[task])
+        for name in fields:  # an int field with NULLs (unused by some cells) stays integer
+            if _FIELD_COLUMNS[name] == "INTEGER" and name in frame and frame[name].isna().any():
+                frame[name] = frame[name].astype("Int64")
+        first = [*list(_BASE_COLUMNS)[:-1], *fields, "final_loss"]
+        last = list(_RUN_COLUMNS)
+        order = [name for name in first if name in frame]
+        order += [name for name in frame if name not in first and name not in last]
+        return frame[order + [name for name in last if name in frame]]
 
     def weights(self, config_hash: str) -> dict[str, torch.Tensor]:
-        """A cell's tensors without the instance axis: ``W: (n_hidden, n_features)``,
-        ``b: (n_features,)``, ``importance: (n_features,)`` (and ``W_out``, ``b_hidden``
-        for ``abs``).
+        """A cell's tensors without the instance axis: toy cells ``W: (n_hidden,
+        n_features)``, ``b: (n_features,)``, ``importance: (n_features,)`` (and ``W_out``,
+        ``b_hidden`` for ``abs``); SAE cells ``W_enc: (d_model, d_sae)``, ``b_enc:
+        (d_sae,)``, ``W_dec: (d_sae, d_model)``, ``b_dec: (d_model,)`` and the kind's
+        buffers and parameters (``l1_coefficient: ()``, ``k: ()``, ``threshold: ()``,
+        ``l0_coefficient: ()``, ``log_threshold: (d_sae,)``).
 
         Raises:
             KeyError: no such cell, or it has no weights (it diverged or failed).
@@ -320,15 +349,28 @@ class ResultStore:
         data = self._checked_bytes(config_hash, *row[1:])
         return tensors_from_bytes(data, self.weights_path(config_hash))
 
-    def model(self, config_hash: str) -> ToyModel:
-        """A one-instance :class:`~superpose.ToyModel` holding a cell's trained weights."""
-        row = self._connection.execute(
-            "SELECT kind, n_features, n_hidden FROM cells WHERE config_hash = ?", (config_hash,)
-        ).fetchone()
+    def model(self, config_hash: str) -> ToyModel | SparseAutoencoder:
+        """A one-instance model holding a cell's trained weights: a
+        :class:`~superpose.ToyModel` for a toy cell, an SAE of the cell's kind (in inference
+        mode, as training leaves it) for an SAE cell."""
+        cursor = self._connection.execute(
+            "SELECT * FROM cells WHERE config_hash = ?", (config_hash,)
+        )
+        row = cursor.fetchone()
         if row is None:
             raise KeyError(f"no cell {config_hash!r} in {self.path}")
+        config = dict(zip([column[0] for column in cursor.description], row, strict=True))
         weights = self.weights(config_hash)
-        model = ToyModel(row[0], 1, row[1], row[2], importance=weights["importance"][None])
+        if config.get("task") == "sae":
+            model = build_sae([config]).eval()
+        else:
+            model = ToyModel(
+                config["kind"],
+                1,
+                config["n_features"],
+                config["n_hidden"],
+                importance=weights["importance"][None],
+            )
         model.load_state_dict({name: tensor[None] for name, tensor in weights.items()})
         return model
 
@@ -346,7 +388,7 @@ def load_weights(path: str | Path, config_hash: str) -> dict[str, torch.Tensor]:
         return store.weights(config_hash)
 
 
-def load_model(path: str | Path, config_hash: str) -> ToyModel:
+def load_model(path: str | Path, config_hash: str) -> ToyModel | SparseAutoencoder:
     """One cell's trained model (see :meth:`ResultStore.model`)."""
     with ResultStore(path, readonly=True) as store:
         return store.model(config_hash)

@@ -29,7 +29,7 @@ TRAIN_STREAM = 0
 """Stream used for training batches (the trainer's ``seed``)."""
 
 EVAL_STREAM = 2**31 - 1
-"""Stream used for the held-out final loss."""
+"""Stream used for the held-out final loss (and an SAE cell's held-out scores)."""
 
 
 def stream_seed(seed: int, stream: int) -> int:
