@@ -51,7 +51,18 @@ def _phase_diagram(root: Path) -> None:
     sweep.run(SweepSpec.from_dict(data), out=root / "results" / "phase_diagram", progress=False)
 
 
-PREPARE: dict[str, Callable[[Path], None]] = {"results/phase_diagram": _phase_diagram}
+def _sae_grid(root: Path) -> None:
+    """``results/sae_grid``: the README's SAE sweep spec, one cell per kind."""
+    data = SweepSpec.from_toml(ROOT / "experiments" / "sae_grid.toml").to_dict()
+    data["axes"].update(d_sae=[64], seed=[0], l1_coefficient=[0.01], k=[4], l0_coefficient=[0.003])
+    data["training"].update(steps=QUICK_STEPS, eval_samples=1024)
+    sweep.run(SweepSpec.from_dict(data), out=root / "results" / "sae_grid", progress=False)
+
+
+PREPARE: dict[str, Callable[[Path], None]] = {
+    "results/phase_diagram": _phase_diagram,
+    "results/sae_grid": _sae_grid,
+}
 """Stored results a README block may read, by the path it names, and how to make them."""
 
 
