@@ -37,7 +37,9 @@ def names(kind: str) -> list[str]:
 
 
 def _defines_main(path: Path) -> bool:
-    return "\ndef main(" in path.read_text()
+    """Whether ``path`` defines the registry's ``main(results, ...)`` (benchmark scripts have
+    a ``main()`` of their own and are not experiments)."""
+    return "\ndef main(results" in path.read_text()
 
 
 def load(kind: str, name: str) -> ModuleType:
