@@ -114,7 +114,7 @@ class Size(NamedTuple):
 
 
 SIZES = {
-    "quick": Size(n_features=256, d_model=32, steps=40, pool=2**12, eval_samples=2048),
+    "quick": Size(n_features=256, d_model=32, steps=20, pool=2**12, eval_samples=2048),
     "cpu": Size(n_features=2048, d_model=128, steps=1000, pool=2**18, eval_samples=16384),
     "full": Size(n_features=16384, d_model=768, steps=195_313, pool=None, eval_samples=500_000),
 }

@@ -11,7 +11,10 @@ Three arms, each ``N_SAES`` seeds:
 * ``untied init``: the encoder drawn independently of the decoder (Kaiming-uniform, as in
   ARENA's exercise), where latents die;
 * ``untied init + resampling``: the same, with dead latents resampled every
-  ``RESAMPLE_EVERY`` steps toward badly reconstructed inputs.
+  ``RESAMPLE_EVERY`` steps toward badly reconstructed inputs (ARENA: every 2,500 of 20,000).
+
+A latent counts as dead in training when it has not fired on the last 65,536 samples (the
+trainer's default window) and in the scores when it never fires on 65,536 fresh samples.
 """
 
 from __future__ import annotations
@@ -37,9 +40,7 @@ N_SAES = 16
 L1_COEFFICIENT = 0.4
 SAE_STEPS = 8000
 BATCH_SIZE = 1024
-RESAMPLE_EVERY = 2000
-DEAD_WINDOW = 256 * BATCH_SIZE
-"""Samples without firing after which a latent is dead (256 steps; ARENA uses 500 of 2500)."""
+RESAMPLE_EVERY = 1000
 EVAL_SAMPLES = 65536
 
 ARMS = {
@@ -68,7 +69,6 @@ def fit_saes(
     resample_every: int | None,
     n_saes: int = N_SAES,
     steps: int = SAE_STEPS,
-    dead_window: int = DEAD_WINDOW,
     device: str = "cpu",
 ) -> tuple[sae.SparseAutoencoder, sae.SAETrainResult]:
     """Train ``n_saes`` ReLU SAEs (seeds ``0..n_saes-1``, one batched module) on ``source``."""
@@ -88,7 +88,6 @@ def fit_saes(
         steps=steps,
         batch_size=BATCH_SIZE,
         resample_every=resample_every,
-        dead_window=dead_window,
         log_every=max(1, steps // 40),
         device=device,
         progress=False,
@@ -113,7 +112,8 @@ def main(results: Path, device: str = "cpu", quick: bool = False) -> None:
     (one row per arm and SAE: MMCS, MCC, dead latents, L0, explained variance) in
     ``results/sae_tms``."""
     start = time.perf_counter()
-    model_steps, sae_steps, n_saes = (300, 300, 2) if quick else (MODEL_STEPS, SAE_STEPS, N_SAES)
+    model_steps, sae_steps, n_saes = (100, 100, 2) if quick else (MODEL_STEPS, SAE_STEPS, N_SAES)
+    eval_samples = 4096 if quick else EVAL_SAMPLES
     with cpu_threads(1):
         data = SparseFeatures(N_FEATURES, FEATURE_PROBABILITY, seed=MODEL_SEED, device=device)
         model = ToyModel("relu", 1, N_FEATURES, N_HIDDEN, seed=MODEL_SEED)
@@ -126,18 +126,17 @@ def main(results: Path, device: str = "cpu", quick: bool = False) -> None:
         for arm, settings in ARMS.items():
             resample_every = settings["resample_every"]
             if quick and resample_every is not None:
-                resample_every = 100
+                resample_every = 50
             saes, result = fit_saes(
                 source,
                 untied=bool(settings["untied"]),
                 resample_every=resample_every,
                 n_saes=n_saes,
                 steps=sae_steps,
-                dead_window=DEAD_WINDOW // 8 if quick else DEAD_WINDOW,
                 device=device,
             )
-            scores = sae.evaluate(saes, source, n_samples=EVAL_SAMPLES)
-            fires = latent_fires(saes, source, EVAL_SAMPLES)
+            scores = sae.evaluate(saes, source, n_samples=eval_samples)
+            fires = latent_fires(saes, source, eval_samples)
             stored[f"{arm}/W_dec"] = saes.W_dec.detach().cpu()
             stored[f"{arm}/W_enc"] = saes.W_enc.detach().cpu()
             stored[f"{arm}/b_dec"] = saes.b_dec.detach().cpu()
