@@ -16,21 +16,27 @@ from superpose.train import train
 STEMS = ["sae_tms", "sae_architectures"]
 
 
-@pytest.mark.parametrize("stem", STEMS)
-def test_quick_experiment_then_figure(stem, tmp_path):
+def quick_run_and_figure(stem, tmp_path):
     results, out = tmp_path / "results", tmp_path / "out"
     registry.load("experiments", stem).main(results, device="cpu", quick=True)
-    assert (results / stem / "metrics.csv").is_file()
     paths = registry.load("figures", stem).main(results, out)
     assert [path.suffix for path in paths] == [".png", ".pdf"]
     assert all(path.stat().st_size > 0 for path in paths)
+    return results / stem
 
 
-def test_quick_architectures_pick_one_instance_per_kind(tmp_path):
+def test_sae_tms_quick_run_and_figure(tmp_path):
+    metrics = pd.read_csv(quick_run_and_figure("sae_tms", tmp_path) / "metrics.csv")
+    arms = registry.load("experiments", "sae-tms").ARMS
+    assert metrics.groupby("arm").size().to_dict() == dict.fromkeys(arms, 2)
+    assert metrics["mmcs"].between(0, 1).all() and metrics["dead_latents"].between(0, 5).all()
+
+
+def test_sae_architectures_quick_run_picks_one_instance_per_kind(tmp_path):
     experiment = registry.load("experiments", "sae-architectures")
-    experiment.main(tmp_path, quick=True)
-    metrics = pd.read_csv(tmp_path / "sae_architectures" / "metrics.csv")
-    config = json.loads((tmp_path / "sae_architectures" / "config.json").read_text())
+    folder = quick_run_and_figure("sae_architectures", tmp_path)
+    metrics = pd.read_csv(folder / "metrics.csv")
+    config = json.loads((folder / "config.json").read_text())
     assert metrics.groupby("kind")["chosen"].sum().to_dict() == dict.fromkeys(experiment.KINDS, 1)
     assert len(metrics[metrics["kind"] == "relu"]) == len(experiment.RELU_L1)
     topk = metrics[metrics["kind"] == "topk"].iloc[0]
