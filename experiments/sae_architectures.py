@@ -29,7 +29,8 @@ Every kind gets ``width = n_features / 4`` latents. L0 is matched to the world's
 its ``width`` most frequent features (SynthSAEBench's L0 = 25 for 16,384 features and width
 4,096): ``k`` for TopK, BatchTopK and Matryoshka (BatchTopK latents, prefixes ``width/8,
 width/4, width/2, width``); for ReLU (L1) and JumpReLU a sweep of penalties trained as one
-batched SAE, keeping the instance whose held-out L0 is nearest the target in ratio. All
+batched SAE (JumpReLU thresholds start at :data:`JUMPRELU_THRESHOLD`), keeping the instance
+whose held-out L0 is nearest the target in ratio. All
 train with Adam (lr 1e-3) on batches of 1,024 and are scored by
 :func:`superpose.sae.evaluate` on fresh samples: MCC (Hungarian matching of decoder rows to
 true directions), F1 of each matched latent's firing against its feature's, explained
@@ -77,8 +78,12 @@ SEED = 0
 
 RELU_L1 = (0.1, 0.2, 0.4, 0.8, 1.6, 3.2)
 """ReLU SAE L1 coefficients swept (one batched SAE)."""
-JUMPRELU_L0 = (0.003, 0.01, 0.03, 0.1, 0.3, 1.0)
+JUMPRELU_L0 = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0)
 """JumpReLU L0 coefficients swept (one batched SAE)."""
+JUMPRELU_THRESHOLD = 0.5
+"""JumpReLU's initial threshold: ``log θ`` moves by about ``lr`` per step, so from the library's
+0.1 a threshold cannot reach the scale of unit magnitudes in a CPU-sized run (measured at 1,000
+steps: L0 ≥ 25 at every coefficient up to 1, three times the target)."""
 KINDS = ("relu", "jumprelu", "topk", "batchtopk", "matryoshka")
 
 PUBLISHED = {
@@ -218,7 +223,8 @@ def build(kind: str, size: Size, k: int) -> tuple[sae.SparseAutoencoder, list[fl
     if kind == "relu":
         options, values = {"l1_coefficient": list(RELU_L1)}, list(RELU_L1)
     elif kind == "jumprelu":
-        options, values = {"l0_coefficient": list(JUMPRELU_L0)}, list(JUMPRELU_L0)
+        options = {"l0_coefficient": list(JUMPRELU_L0), "threshold_init": JUMPRELU_THRESHOLD}
+        values = list(JUMPRELU_L0)
     else:
         options, values = {"k": k}, [k]
     model = sae.SAE(
@@ -298,6 +304,7 @@ def main(results: Path, device: str = "cpu", quick: bool = False, full: bool = F
             "world_l0": float(world.features.marginal_probability.sum()),
             "relu_l1": list(RELU_L1),
             "jumprelu_l0": list(JUMPRELU_L0),
+            "jumprelu_threshold_init": JUMPRELU_THRESHOLD,
             "published": PUBLISHED,
             "device": device,
             "seconds": time.perf_counter() - start,

@@ -81,7 +81,16 @@ def main(results: Path, out: Path) -> list[Path]:
                 over_time.axvline(step, color=ARM_COLORS[k], lw=0.6, ls=":")
         jitter = np.random.default_rng(k).uniform(-0.12, 0.12, len(table))
         summary.scatter(
-            table["dead_latents"] + jitter, table["mmcs"], s=14, color=ARM_COLORS[k], alpha=0.7
+            table["dead_latents"] + jitter, table["mmcs"], s=14, color=ARM_COLORS[k], alpha=0.6
+        )
+        summary.scatter(
+            table["dead_latents"].mean(),
+            table["mmcs"].mean(),
+            s=90,
+            marker="X",
+            color=ARM_COLORS[k],
+            edgecolor="k",
+            zorder=3,
         )
     over_time.set_xlabel("training step", fontsize=8)
     over_time.set_ylabel("dead latents (fraction)", fontsize=8)
@@ -92,7 +101,7 @@ def main(results: Path, out: Path) -> list[Path]:
     summary.set_xticks(range(config["d_sae"] + 1))
     summary.set_xlim(-0.5, config["d_sae"] + 0.5)
     summary.tick_params(labelsize=7)
-    summary.set_title(f"{config['n_saes']} SAEs per arm (one dot each)", fontsize=8)
+    summary.set_title(f"{config['n_saes']} SAEs per arm (dots; ✕ = arm mean)", fontsize=8)
     fig.suptitle(
         f"ReLU SAEs ({config['d_sae']} latents) on a TMS model's hidden layer "
         f"(n={config['n_features']}, m={config['n_hidden']}, 1−S={config['feature_probability']}"
