@@ -31,7 +31,7 @@ METRICS = (
     ("f1", "F1 (matched latents)"),
     ("explained_variance", "explained variance"),
     ("l0", "L0"),
-    ("dead_fraction", "dead latents (fraction)"),
+    ("dead_latents", "dead latents (never fire on the held-out samples)"),
 )
 
 
@@ -42,9 +42,11 @@ def main(results: Path, out: Path) -> list[Path]:
         raise FileNotFoundError(f"no stored results at {folder}; run the experiment first")
     config = json.loads((folder / "config.json").read_text())
     metrics = pd.read_csv(folder / "metrics.csv")
+    metrics["dead_latents"] = (metrics["dead_fraction"] * config["width"]).round()
     chosen = metrics[metrics["chosen"]].set_index("kind")
     kinds = [kind for kind in LABELS if kind in chosen.index]
-    fig, axes = plt.subplots(1, len(METRICS) + 1, figsize=(3.0 * (len(METRICS) + 1), 3.9))
+    fig, grid = plt.subplots(2, 3, figsize=(13, 8))
+    axes = grid.ravel()
     positions = range(len(kinds))
     for ax, (column, title) in zip(axes, METRICS, strict=False):
         values = [chosen.loc[kind, column] for kind in kinds]
@@ -63,42 +65,39 @@ def main(results: Path, out: Path) -> list[Path]:
                 zorder=3,
                 label="published, full size",
             )
-            ax.legend(fontsize=7, loc="lower right")
+            ax.legend(fontsize=7, loc="upper left")
         if column == "l0":
-            ax.axhline(config["target_l0"], color="k", ls="--", lw=0.8, label="target")
-            ax.legend(fontsize=7, loc="lower right")
+            ax.axhline(config["target_l0"], color="k", ls="--", lw=0.8, label="target L0")
+            ax.legend(fontsize=7, loc="upper right")
         ax.set_xticks(positions, [LABELS[kind] for kind in kinds], rotation=35, ha="right")
         ax.tick_params(labelsize=8)
         ax.set_title(title, fontsize=9)
         if column in ("mcc", "f1", "explained_variance"):
-            ax.set_ylim(0, 1.05)
+            ax.set_ylim(0, 1.08)
     trade = axes[-1]
     for kind in kinds:
         rows = metrics[metrics["kind"] == kind]
-        trade.plot(rows["l0"], rows["mcc"], marker="o", ms=4, color=COLORS[kind], lw=1)
+        trade.plot(
+            rows["l0"], rows["mcc"], marker="o", ms=4, color=COLORS[kind], lw=1, label=LABELS[kind]
+        )
         trade.scatter(
-            chosen.loc[kind, "l0"], chosen.loc[kind, "mcc"], s=70, facecolor="none", edgecolor="k"
+            chosen.loc[kind, "l0"], chosen.loc[kind, "mcc"], s=80, facecolor="none", edgecolor="k"
         )
-        trade.annotate(
-            LABELS[kind],
-            (chosen.loc[kind, "l0"], chosen.loc[kind, "mcc"]),
-            xytext=(4, -9),
-            textcoords="offset points",
-            fontsize=7,
-            color=COLORS[kind],
-        )
+    trade.legend(fontsize=7, loc="lower left")
     trade.axvline(config["target_l0"], color="k", ls="--", lw=0.8)
     trade.set_xscale("log")
     trade.set_xlabel("L0 (held out)", fontsize=8)
     trade.set_ylabel("MCC", fontsize=8)
     trade.tick_params(labelsize=8)
-    trade.set_title("penalty sweeps (circled: matched-L0 pick)", fontsize=9)
+    trade.set_title("MCC against L0: penalty sweeps (circled: the pick)", fontsize=9)
     fig.suptitle(
-        f"SAE architectures on a SynthSAEBench-like world: {config['n_features']:,} features in "
-        f"{config['d_model']} dims, width {config['width']:,}, target L0 {config['target_l0']:.1f}"
-        f" (k = {config['k']}), {config['steps'] * config['batch_size'] / 1e6:.2g}M samples "
-        "per SAE; ◇ = SynthSAEBench-16k published (16,384 in 768, width 4,096, L0 25, 200M)",
-        fontsize=10,
+        f"SAE architectures on a scaled SynthSAEBench world: {config['n_features']:,} features in "
+        f"{config['d_model']} dims, width {config['width']:,}, matched L0 ≈ "
+        f"{config['target_l0']:.1f} (k = {config['k']}), "
+        f"{config['steps'] * config['batch_size'] / 1e6:.2g}M samples per SAE\n"
+        "◇ = SynthSAEBench-16k published (16,384 features in 768 dims, width 4,096, L0 25, 200M "
+        "samples)",
+        fontsize=11,
     )
     fig.tight_layout()
     return save_figure(fig, Path(out) / "sae_architectures")
