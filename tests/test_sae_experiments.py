@@ -117,7 +117,7 @@ def test_experiment_script_passes_the_script_flags(monkeypatch, tmp_path):
     assert calls[1][2:] == (True, False)
 
 
-@pytest.mark.slow  # about 50 s under load
+@pytest.mark.slow  # 15-50 s under load
 def test_resampling_revives_dead_latents_of_untied_relu_saes():
     """Measured (pentagon model of seed 0, 8 untied-init ReLU SAEs, 3000 steps, dead latents
     counted on 32,768 fresh samples): without resampling 9 of 40 latents dead, mean MMCS
