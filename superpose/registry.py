@@ -54,14 +54,23 @@ def load(kind: str, name: str) -> ModuleType:
     return module
 
 
-def experiment_script(main: Callable[..., None], doc: str | None) -> None:
-    """Command line of ``python experiments/<stem>.py [--results DIR] [--device D] [--quick]``."""
+def experiment_script(
+    main: Callable[..., None], doc: str | None, flags: dict[str, str] | None = None
+) -> None:
+    """Command line of ``python experiments/<stem>.py [--results DIR] [--device D] [--quick]``.
+
+    ``flags``: the script's own switches, name → help; ``--name`` passes ``name=True`` to
+    ``main`` (e.g. ``{"full": "the published size"}`` for ``main(..., full=False)``).
+    """
     parser = argparse.ArgumentParser(description=(doc or "").strip().splitlines()[0])
     parser.add_argument("--results", type=Path, default=Path("results"), help="results root")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--quick", action="store_true", help="a small smoke-test run")
+    for name, text in (flags or {}).items():
+        parser.add_argument(f"--{name.replace('_', '-')}", action="store_true", help=text)
     args = parser.parse_args()
-    main(args.results, device=args.device, quick=args.quick)
+    extra = {name: getattr(args, name) for name in flags or {}}
+    main(args.results, device=args.device, quick=args.quick, **extra)
 
 
 def figure_script(main: Callable[[Path, Path], list[Path]], doc: str | None) -> None:
