@@ -37,7 +37,7 @@ PENALTIES: dict[str, tuple[str, tuple[float, ...]]] = {
 }
 """The penalty sweep of the kinds without a fixed ``k``: keyword and coefficients."""
 THRESHOLD = 0.9
-STEPS = 2000
+STEPS = 1000
 BATCH_SIZE = 1024
 LR = 3e-3
 EVAL_SAMPLES = 16384
@@ -77,11 +77,62 @@ def best_rows(rows: list[dict[str, object]]) -> None:
         row["best"] = int(cells[key] is row)
 
 
+def train_kind(
+    kind: str,
+    ratios: tuple[float, ...],
+    *,
+    steps: int,
+    device: str = "cpu",
+    progress: bool = False,
+) -> list[dict[str, object]]:
+    """Train, for each n_features / d_model in ``ratios``, one batched SAE of ``kind`` over the
+    feature probabilities (and its penalty sweep) and score it: one row per SAE instance."""
+    rows: list[dict[str, object]] = []
+    for ratio in ratios:
+        n_features = round(ratio * D_MODEL)
+        probability, options, setting = instances(kind, n_features)
+        features = SparseFeatures(
+            n_features, [[p] for p in probability], seed=SEEDS["directions"], device=device
+        )
+        source = sae.Superposed(features, D_MODEL, orthogonal=True, seed=SEEDS["directions"])
+        model = sae.SAE(kind, len(probability), D_MODEL, n_features, seed=SEEDS["sae"], **options)
+        with cpu_threads(1):  # small products: one thread is fastest on a shared CPU
+            sae.train(
+                model,
+                source,
+                steps=steps,
+                batch_size=BATCH_SIZE,
+                lr=LR,
+                seed=SEEDS["train"],
+                device=device,
+                progress=progress,
+            )
+            scores = sae.evaluate(model, source, EVAL_SAMPLES, seed=SEEDS["eval"])
+        for i, row in scores.iterrows():
+            rows.append(
+                {
+                    "kind": kind,
+                    "d_model": D_MODEL,
+                    "n_features": n_features,
+                    "features_per_dimension": ratio,
+                    "feature_probability": probability[i],
+                    "expected_active": n_features * probability[i],
+                    "sparsity_setting": setting[i],
+                    "recovered": float(row["recovered"]),
+                    "mmcs": float(row["mmcs"]),
+                    "mcc": float(row["mcc"]),
+                    "l0": float(row["l0"]),
+                    "dead_fraction": float(row["dead_fraction"]),
+                    "explained_variance": float(row["explained_variance"]),
+                }
+            )
+    return rows
+
+
 def main(results: Path, device: str = "cpu", quick: bool = False) -> None:
-    """Train, per kind and n_features, one batched SAE over the feature probabilities (and
-    the penalty sweep), then store ``results/sae_readout/metrics.csv`` (one row per SAE
-    instance: recovery, MMCS, L0, dead latents...; ``best`` marks the cell's kept instance)
-    and ``config.json``."""
+    """Train every kind (:func:`train_kind`) and store ``results/sae_readout/metrics.csv``
+    (one row per SAE instance: recovery, MMCS, L0, dead latents...; ``best`` marks the
+    cell's kept instance) and ``config.json``."""
     steps = 50 if quick else STEPS
     kinds = KINDS[:2] if quick else KINDS
     ratios = FEATURE_RATIOS[:2] if quick else FEATURE_RATIOS
@@ -90,49 +141,7 @@ def main(results: Path, device: str = "cpu", quick: bool = False) -> None:
     start = time.perf_counter()
     for kind in kinds:
         kind_start = time.perf_counter()
-        for ratio in ratios:
-            n_features = round(ratio * D_MODEL)
-            probability, options, setting = instances(kind, n_features)
-            features = SparseFeatures(
-                n_features,
-                [[p] for p in probability],
-                seed=SEEDS["directions"],
-                device=device,
-            )
-            source = sae.Superposed(features, D_MODEL, orthogonal=True, seed=SEEDS["directions"])
-            model = sae.SAE(
-                kind, len(probability), D_MODEL, n_features, seed=SEEDS["sae"], **options
-            )
-            with cpu_threads(1):  # small products: one thread is fastest on a shared CPU
-                sae.train(
-                    model,
-                    source,
-                    steps=steps,
-                    batch_size=BATCH_SIZE,
-                    lr=LR,
-                    seed=SEEDS["train"],
-                    device=device,
-                    progress=not quick,
-                )
-                scores = sae.evaluate(model, source, EVAL_SAMPLES, seed=SEEDS["eval"])
-            for i, row in scores.iterrows():
-                rows.append(
-                    {
-                        "kind": kind,
-                        "d_model": D_MODEL,
-                        "n_features": n_features,
-                        "features_per_dimension": ratio,
-                        "feature_probability": probability[i],
-                        "expected_active": n_features * probability[i],
-                        "sparsity_setting": setting[i],
-                        "recovered": float(row["recovered"]),
-                        "mmcs": float(row["mmcs"]),
-                        "mcc": float(row["mcc"]),
-                        "l0": float(row["l0"]),
-                        "dead_fraction": float(row["dead_fraction"]),
-                        "explained_variance": float(row["explained_variance"]),
-                    }
-                )
+        rows += train_kind(kind, ratios, steps=steps, device=device, progress=not quick)
         seconds[kind] = time.perf_counter() - kind_start
     best_rows(rows)
     folder = Path(results) / "sae_readout"

@@ -23,13 +23,13 @@ Where this differs from the report, and why:
   probability exactly, so both variants have the same 0.99^i profile and 5 active features
   on average; and we make it stronger (latent correlation ≈ 0.16 against ≈ 0.04), so the
   comparison tests something.
-* The SAE. The report normalises decoder columns and puts the L1 on the latents; we use the
-  April 2024 form (L1 weighted by decoder norms, decoder free), the library's ReLU SAE, with
-  a decoder bias. The L1 coefficient is on our loss's scale (squared error summed over the
-  256 dimensions): the report's coefficient ``α`` (MSE averaged over dimensions, L1 averaged
-  over latents) is ``λ = α · 256 / d_sae`` here.
+* The SAE. The report's SAE keeps unit-norm decoder columns and puts the L1 on the latents;
+  we use the April 2024 form (L1 weighted by decoder norms, decoder free), the library's
+  ReLU SAE, with a decoder bias. The L1 coefficient is on our loss's scale (squared error
+  summed over the 256 dimensions): the public replication's coefficient ``α`` (MSE averaged
+  over dimensions, L1 averaged over latents; 10^-2 to 10^2) is ``λ = α · 256 / d_sae`` here.
 * Training. One pass over fresh samples for a fixed budget (:data:`STEPS` × :data:`BATCH_SIZE`)
-  sized to the CPU budget, with a higher learning rate than the report's 1e-3 (1e-2 reached
+  sized to the CPU budget, with a higher learning rate than the replication's 1e-3 (1e-2 reached
   MMCS 0.93 where 3e-3 reached 0.85 and 1e-3 0.68, at ratio 1 and λ = 0.1 after 1M samples).
 * Dead latents: never active on :data:`EVAL_SAMPLES` fresh samples (the report: zero mean
   activation over a few batches).
