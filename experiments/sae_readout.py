@@ -37,7 +37,7 @@ PENALTIES: dict[str, tuple[str, tuple[float, ...]]] = {
 }
 """The penalty sweep of the kinds without a fixed ``k``: keyword and coefficients."""
 THRESHOLD = 0.9
-STEPS = 1000
+STEPS = 500
 BATCH_SIZE = 1024
 LR = 3e-3
 EVAL_SAMPLES = 16384

@@ -41,8 +41,11 @@ def main(results: Path, out: Path) -> list[Path]:
             [f"{p:g}" for p in table.index],
         )
         ax.set_title(NAMES.get(kind, kind), fontsize=10)
-        ax.set_xlabel(f"features per dimension n/m (n; m = {config['d_model']} dims)")
     axes[0, 0].set_ylabel("feature density 1−S")
+    fig.supxlabel(
+        f"features per dimension n/m (in brackets: n features; m = {config['d_model']} dims)",
+        y=-0.04,
+    )
     fig.colorbar(
         image,
         ax=axes[0].tolist(),
