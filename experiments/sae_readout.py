@@ -32,8 +32,8 @@ FEATURE_PROBABILITY = (0.3, 0.1, 0.03, 0.01, 0.003)
 """Feature density ``1 − S``, log-spaced."""
 KINDS = ("relu", "topk", "batchtopk", "jumprelu", "matryoshka")
 PENALTIES: dict[str, tuple[str, tuple[float, ...]]] = {
-    "relu": ("l1_coefficient", (0.01, 0.03, 0.1, 0.3)),
-    "jumprelu": ("l0_coefficient", (0.001, 0.003, 0.01, 0.03)),
+    "relu": ("l1_coefficient", (0.03, 0.1, 0.3, 1.0)),
+    "jumprelu": ("l0_coefficient", (0.003, 0.01, 0.03, 0.1)),
 }
 """The penalty sweep of the kinds without a fixed ``k``: keyword and coefficients."""
 THRESHOLD = 0.9
