@@ -11,6 +11,7 @@ import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.collections import LineCollection
 from matplotlib.figure import Figure
+from matplotlib.image import AxesImage
 
 from superpose.geometry import POLYTOPES
 
@@ -376,3 +377,47 @@ def plot_vectors_2d(ax: Axes, vectors: np.ndarray, color: str, lw: float = 1.2) 
     ax.axvline(0, color="0.85", lw=0.5, zorder=0)
     ax.set_xticks([])
     ax.set_yticks([])
+
+
+def plot_heatmap(
+    ax: Axes,
+    values: np.ndarray,
+    x_labels: Sequence[str],
+    y_labels: Sequence[str],
+    *,
+    cmap: str = "viridis",
+    vmin: float = 0.0,
+    vmax: float = 1.0,
+    fmt: str = "{:.2f}",
+    marked: np.ndarray | None = None,
+    fontsize: float = 7,
+) -> AxesImage:
+    """``values: (n_rows, n_columns)`` as coloured cells with each value written in it
+    (``fmt``; NaN cells blank), row 0 at the bottom; ``x_labels`` ``(n_columns,)`` and
+    ``y_labels`` ``(n_rows,)`` name the cells; cells where ``marked`` (bool, same shape) is
+    true get a black frame (e.g. the best of each row). Returns the image, for a colour bar."""
+    values = np.asarray(values, dtype=float)
+    image = ax.imshow(values, cmap=cmap, vmin=vmin, vmax=vmax, origin="lower", aspect="auto")
+    colormap = plt.get_cmap(cmap)
+    for row, col in np.ndindex(values.shape):
+        value = values[row, col]
+        if np.isnan(value):
+            continue
+        red, green, blue, _ = colormap((value - vmin) / (vmax - vmin))
+        dark = 0.299 * red + 0.587 * green + 0.114 * blue < 0.5
+        ax.text(
+            col,
+            row,
+            fmt.format(value),
+            ha="center",
+            va="center",
+            fontsize=fontsize,
+            color="white" if dark else "black",
+        )
+        if marked is not None and marked[row, col]:
+            ax.add_patch(
+                plt.Rectangle((col - 0.5, row - 0.5), 1, 1, fill=False, ec="k", lw=2, zorder=3)
+            )
+    ax.set_xticks(np.arange(values.shape[1]), x_labels)
+    ax.set_yticks(np.arange(values.shape[0]), y_labels)
+    return image

@@ -1,0 +1,83 @@
+"""Sharkey et al. 2022: MMCS and dead latents of ReLU SAEs over L1 coefficient × dictionary size."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+
+from superpose.io import load_tensors
+from superpose.plotting import plot_heatmap, save_figure
+from superpose.registry import figure_script
+
+TITLES = {"independent": "independent firing", "correlated": "correlated firing"}
+SMOOTHING = 16
+"""Features per moving-average window in the per-feature panels."""
+
+
+def grid(table: pd.DataFrame, column: str) -> np.ndarray:
+    """``column`` as ``(dictionary ratio, L1 coefficient)`` values, both ascending."""
+    return table.pivot(index="dictionary_ratio", columns="l1_coefficient", values=column).to_numpy()
+
+
+def main(results: Path, out: Path) -> list[Path]:
+    """Draw ``out/sae_sharkey.{png,pdf}`` from ``results/sae_sharkey``."""
+    folder = Path(results) / "sae_sharkey"
+    metrics = pd.read_csv(folder / "metrics.csv")
+    config = json.loads((folder / "config.json").read_text())
+    best_cosine = load_tensors(folder / "best_cosine.safetensors")
+    l1 = sorted(metrics["l1_coefficient"].unique())
+    ratios = sorted(metrics["dictionary_ratio"].unique())
+    x_labels = [f"{value:g}" for value in l1]
+    y_labels = [f"{ratio:g}× ({round(ratio * config['n_features'])})" for ratio in ratios]
+    fig, axes = plt.subplots(
+        2, 3, figsize=(16, 8.6), width_ratios=[1, 1, 1.05], constrained_layout=True
+    )
+    for col, (variant, title) in enumerate(TITLES.items()):
+        table = metrics[metrics["variant"] == variant]
+        mmcs = grid(table, "mmcs")
+        best = np.arange(mmcs.shape[1]) == np.nanargmax(mmcs, axis=1)[:, None]
+        image = plot_heatmap(axes[0, col], mmcs, x_labels, y_labels, marked=best)
+        axes[0, col].set_title(f"MMCS with the true features, {title}", fontsize=10)
+        dead = plot_heatmap(
+            axes[1, col],
+            grid(table, "dead_fraction"),
+            x_labels,
+            y_labels,
+            cmap="magma",
+            fmt="{:.0%}",
+        )
+        axes[1, col].set_title(f"dead latents (share of the dictionary), {title}", fontsize=10)
+        for ax in axes[:, col]:
+            ax.set_xlabel("L1 coefficient λ")
+            ax.set_ylabel("dictionary size / true features (latents)")
+        line_ax = axes[col, 2]
+        for ratio, row in zip(ratios, best, strict=True):
+            cosine = best_cosine[f"{variant}/{ratio:g}"][int(np.argmax(row))].numpy()
+            smooth = np.convolve(cosine, np.ones(SMOOTHING) / SMOOTHING, mode="valid")
+            line_ax.plot(
+                np.arange(len(smooth)) + SMOOTHING / 2,
+                smooth,
+                label=f"{ratio:g}×, λ = {l1[int(np.argmax(row))]:g}",
+            )
+        line_ax.set_ylim(0, 1.02)
+        line_ax.set_xlabel("true feature i (firing probability ∝ 0.99^i: rarer →)")
+        line_ax.set_ylabel(f"best |cos| with a latent ({SMOOTHING}-feature mean)")
+        line_ax.set_title(f"which features are found (best λ per size), {title}", fontsize=10)
+        line_ax.legend(fontsize=8, title="dictionary size", title_fontsize=8, loc="lower left")
+        line_ax.grid(alpha=0.3)
+    fig.colorbar(image, ax=axes[0, :2].tolist(), shrink=0.8, label="MMCS (box: best λ per size)")
+    fig.colorbar(dead, ax=axes[1, :2].tolist(), shrink=0.8, label="dead latents")
+    fig.suptitle(
+        f"Sharkey et al. 2022: ReLU SAEs on {config['n_features']} sparse features in "
+        f"{config['d_model']} dims ({config['expected_active']:g} active on average, "
+        f"{config['steps'] * config['batch_size'] / 1e6:.2g}M samples per SAE)"
+    )
+    return save_figure(fig, Path(out) / "sae_sharkey")
+
+
+if __name__ == "__main__":
+    figure_script(main, __doc__)
