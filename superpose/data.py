@@ -641,8 +641,8 @@ class SparseFeatures:
         For :attr:`independent` features on infinite data the active entries are drawn
         directly (:func:`bernoulli_positions`, then one uniform per active entry for its
         magnitude): the same distribution as :meth:`sample`'s, at a cost proportional to the
-        active entries. Its entries are unique but ordered by instance, feature and then row,
-        so the tensor is not marked coalesced. Otherwise the dense batch is converted.
+        active entries. Otherwise the dense batch is converted. The result is coalesced
+        (entries sorted by instance, row and feature).
         """
         generator = self.generator if generator is None else generator
         if self.dataset is not None or not self.independent:
@@ -654,8 +654,9 @@ class SparseFeatures:
         batch_size = positive_int("batch_size", batch_size)
         indices, value = self._draw_active(probability, batch_size, generator)
         shape = (probability.shape[0], batch_size, self.n_features)
+        order = torch.argsort((indices[0] * batch_size + indices[1]) * self.n_features + indices[2])
         return torch.sparse_coo_tensor(
-            indices, value, shape, is_coalesced=False, check_invariants=False
+            indices[:, order], value[order], shape, is_coalesced=True, check_invariants=False
         )
 
     def _draw_active(

@@ -6,7 +6,7 @@ import torch
 import superpose
 from superpose import SparseFeatures, ToyModel, TrainingDiverged
 from superpose.sae import SAE, ModelActivations, Superposed, evaluate, train
-from superpose.sae.sources import sample_for
+from superpose.sae.sources import activations_for, sample_for
 from superpose.sae.train import HISTORY, resample_dead
 
 QUICK = {"steps": 30, "batch_size": 64, "log_every": 10, "progress": False}
@@ -172,3 +172,16 @@ def test_bad_sae_or_source():
         train(SAE("relu", 1, 6, 16), _source(), **QUICK)
     with pytest.raises(TypeError, match=r"sae must be a superpose\.sae SAE"):
         train(ToyModel(), _source(), **QUICK)
+
+
+def test_superposed_builds_sparse_batches_from_the_active_features_only():
+    features = SparseFeatures(64, [[0.01] * 64, [0.02] * 64], magnitude="exponential", seed=0)
+    source = Superposed(features, 16, seed=0)
+    assert features.sparse_instances().all()
+    x = source.sample(200, generator=torch.Generator().manual_seed(1))
+    dense, f = source.sample_with_features(200, generator=torch.Generator().manual_seed(1))
+    torch.testing.assert_close(x, dense)  # same features, summed in another order
+    torch.testing.assert_close(source.activations(f.to_sparse()), f @ source.directions)
+    generator = torch.Generator().manual_seed(2)
+    shared = activations_for(Superposed(SparseFeatures(64, 0.01), 16), 3, 5, generator)
+    assert shared.shape == (3, 5, 16) and torch.equal(shared[0], shared[2])

@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 
 from superpose._checks import make_generator, positive_int, resolve_device
 from superpose.sae.base import SparseAutoencoder
-from superpose.sae.sources import ActivationSource, check_source, sample_for
+from superpose.sae.sources import ActivationSource, activations_for, check_source
 from superpose.train import _check_finite, check_optimizer_settings, lr_factor
 
 METHODS = ("auto", "reference")
@@ -218,7 +218,7 @@ def train(
         sparsity_scale = (
             min(1.0, (step + 1) / sparsity_warmup_steps) if sparsity_warmup_steps else 1.0
         )
-        x = sample_for(source, sae.n_instances, batch_size, generator)[0].to(device)
+        x = activations_for(source, sae.n_instances, batch_size, generator).to(device)
         if step == 0:
             with torch.no_grad():
                 sae.b_dec.copy_(x.mean(1))
