@@ -90,7 +90,7 @@ def test_identical_instances_train_identically_and_runs_reproduce():
     assert set(result.history) == set(HISTORY)
     assert all(h.shape == (3, 2) for h in result.history.values())
     assert result.history_steps.tolist() == [10, 20, 30]
-    assert result.method == "reference" and result.steps == 30 and result.samples_per_second > 0
+    assert result.method == "fast" and result.steps == 30 and result.samples_per_second > 0
     torch.testing.assert_close(first.W_dec.norm(dim=-1), torch.ones(2, 16))  # renormalised
     assert not first.training  # left in inference mode: BatchTopK uses its threshold
     assert (first.threshold > 0).all()
@@ -156,7 +156,8 @@ def test_divergence_names_step_and_instance():
         ({"steps": 0}, ValueError, "steps must be a positive integer"),
         ({"lr": -1.0}, ValueError, "lr must be a positive"),
         ({"schedule": "step"}, ValueError, "schedule must be one of"),
-        ({"method": "fast"}, ValueError, r"method must be one of \('auto', 'reference'\)"),
+        ({"method": "quick"}, ValueError, r"method must be one of \('auto', 'reference', 'fast'\)"),
+        ({"method": "fast"}, ValueError, "method='fast' supports the topk and batchtopk kinds"),
         ({"sparsity_warmup_steps": 50}, ValueError, "sparsity_warmup_steps must be an int"),
         ({"dead_window": 0}, ValueError, "dead_window must be a positive integer"),
         ({"resample_every": 0}, ValueError, "resample_every must be a positive integer"),
