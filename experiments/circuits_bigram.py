@@ -5,7 +5,7 @@ its position) alone, through the direct path ``W_U (W_E + W_pos)``. Trained on a
 chain, its predictions should match the true transition probabilities up to the sampling noise
 of the data it saw; that noise is measured by counting bigrams in as many fresh transitions.
 
-Writes ``results/circuits_bigram/{metrics.json, tensors.pt}``.
+Writes ``results/circuits_bigram/{metrics.json, tensors.safetensors}``.
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ during training (the induction-head phase change). A one-layer model cannot comp
 stays far above. Evaluation uses uniformly random tokens whose first half repeats, so only
 induction helps there.
 
-Writes ``results/circuits_induction/{metrics.json, tensors.pt}``.
+Writes ``results/circuits_induction/{metrics.json, tensors.safetensors}``.
 """
 
 from __future__ import annotations

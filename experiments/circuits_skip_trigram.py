@@ -7,7 +7,7 @@ the query's row) and mapping the trigger to its output (the full OV circuit ``W_
 sends trigger ``i`` to output ``i``). The direct path alone could only reach ``log
 n_triggers`` on the planted targets.
 
-Writes ``results/circuits_skip_trigram/{metrics.json, tensors.pt}``.
+Writes ``results/circuits_skip_trigram/{metrics.json, tensors.safetensors}``.
 """
 
 from __future__ import annotations

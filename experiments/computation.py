@@ -25,13 +25,13 @@ WEIGHT_THRESHOLD = 0.1
 
 def main(results: Path, device: str = "cpu", quick: bool = False) -> None:
     """Train ``"abs"`` models (target ``|x|``, inputs uniform on [-1, 1]), one instance per
-    feature probability, and store ``weights.pt`` (input and output weights, features per
+    feature probability, and store ``weights.safetensors`` (input and output weights, features per
     neuron) and ``metrics.csv`` in ``results/computation``."""
     n_features, n_hidden, steps = (10, 4, 100) if quick else (N_FEATURES, N_HIDDEN, STEPS)
     probability = list(FEATURE_PROBABILITY)
-    importance = [[IMPORTANCE_DECAY**i for i in range(n_features)]]
-    data = SparseFeatures(
-        n_features, probability, magnitude="signed_uniform", seed=0, device=device
+    importance = [IMPORTANCE_DECAY**i for i in range(n_features)]  # (n_features,)
+    data = SparseFeatures(  # one probability per instance: shape (instance, 1)
+        n_features, [[p] for p in probability], magnitude="signed_uniform", seed=0, device=device
     )
     model = ToyModel("abs", len(probability), n_features, n_hidden, importance, seed=0)
     start = time.perf_counter()
@@ -62,6 +62,9 @@ def main(results: Path, device: str = "cpu", quick: bool = False) -> None:
             "features_per_neuron": per_neuron,
             "norms": norms,
             "loss": result.loss,
+        },
+        folder / "weights.safetensors",
+        {
             "config": {
                 "n_features": n_features,
                 "n_hidden": n_hidden,
@@ -70,9 +73,8 @@ def main(results: Path, device: str = "cpu", quick: bool = False) -> None:
                 "importance_decay": IMPORTANCE_DECAY,
                 "weight_threshold": WEIGHT_THRESHOLD,
                 "seconds": seconds,
-            },
+            }
         },
-        folder / "weights.pt",
     )
     save_rows(
         [

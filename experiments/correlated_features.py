@@ -62,11 +62,12 @@ def feature_sets(setting: dict[str, object]) -> list[list[int]]:
 
 def main(results: Path, device: str = "cpu", quick: bool = False) -> None:
     """Train ReLU-output models per setting, one instance per (feature probability, seed),
-    keep the lowest-loss seed and store ``weights.pt`` (per setting ``W: (probability, 2,
-    n)``, the sets) and ``metrics.csv`` (within- and across-set mean cosines, the outcome)
-    in ``results/correlated_features``."""
+    keep the lowest-loss seed and store ``weights.safetensors`` (per setting
+    ``<setting>/W: (probability, 2, n)``; the sets as metadata) and ``metrics.csv`` (within-
+    and across-set mean cosines, the outcome) in ``results/correlated_features``."""
     steps = 100 if quick else STEPS
-    stored: dict[str, object] = {"feature_probability": torch.tensor(FEATURE_PROBABILITY)}
+    stored = {"feature_probability": torch.tensor(FEATURE_PROBABILITY)}
+    all_sets = {}
     rows = []
     start = time.perf_counter()
     for name, setting in SETTINGS.items():
@@ -89,12 +90,10 @@ def main(results: Path, device: str = "cpu", quick: bool = False) -> None:
         model, result, best = grid.model, grid.result, grid.best
         W = model.W.detach().cpu()[best]
         sets = feature_sets(setting)
-        stored[name] = {
-            "W": W,
-            "b": model.b.detach().cpu()[best],
-            "sets": sets,
-            "loss": result.loss[best],
-        }
+        stored[f"{name}/W"] = W
+        stored[f"{name}/b"] = model.b.detach().cpu()[best]
+        stored[f"{name}/loss"] = result.loss[best]
+        all_sets[name] = sets
         within = [analysis.mean_cosine(W, group, group) for group in sets]
         # how many seeds reach the kept (lowest-loss) seed's arrangement of the first set
         all_seeds = (
@@ -120,14 +119,14 @@ def main(results: Path, device: str = "cpu", quick: bool = False) -> None:
                     "n_seeds": len(SEEDS),
                 }
             )
-    stored["config"] = {
+    config = {
         "steps": steps,
         "lr": LR,
         "seeds": list(SEEDS),
         "seconds": time.perf_counter() - start,
     }
     folder = Path(results) / "correlated_features"
-    save_tensors(stored, folder / "weights.pt")
+    save_tensors(stored, folder / "weights.safetensors", {"sets": all_sets, "config": config})
     save_rows(rows, folder / "metrics.csv")
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from superpose import geometry, registry
-from superpose.io import load_tensors, save_rows, save_tensors
+from superpose.io import load_metadata, load_tensors, save_rows, save_tensors
 from superpose.registry import experiment_script
 
 SOURCE = "uniform_superposition"
@@ -18,13 +18,13 @@ SOURCE = "uniform_superposition"
 def main(results: Path, device: str = "cpu", quick: bool = False) -> None:
     """Decompose the uniform-superposition models (training them first when their results are
     missing, or only a quick run's when a full one is asked for) into tegum factors and store
-    ``geometry.pt`` (per instance: factor counts per polytope, each feature's polytope, feature
-    counts per polytope) and ``factors.csv`` (one row per factor, when there is one) in
-    ``results/geometry``."""
-    source = Path(results) / SOURCE / "weights.pt"
-    if not source.is_file() or (not quick and load_tensors(source)["config"].get("quick", False)):
+    ``geometry.safetensors`` (per instance: factor counts per polytope, each feature's
+    polytope, feature counts per polytope) and ``factors.csv`` (one row per factor, when there
+    is one) in ``results/geometry``."""
+    source = Path(results) / SOURCE / "weights.safetensors"
+    if not source.is_file() or (not quick and load_metadata(source)["config"].get("quick", False)):
         registry.load("experiments", SOURCE).main(results, device=device, quick=quick)
-    stored = load_tensors(source)
+    stored, source_config = load_tensors(source), load_metadata(source)["config"]
     W = stored["W"]
     probability = stored["feature_probability"]
     decompositions = geometry.tegum_decomposition(W)
@@ -49,17 +49,19 @@ def main(results: Path, device: str = "cpu", quick: bool = False) -> None:
     save_tensors(
         {
             "feature_probability": probability,
-            "factor_names": list(geometry.FACTOR_NAMES),
             "counts": torch.from_numpy(counts),
-            "polytope_names": names,
             "feature_polytope": polytope_index,
             "feature_counts": torch.stack(
                 [torch.bincount(row, minlength=len(names)) for row in polytope_index]
             ),
             "feature_dimensionality": stored["feature_dimensionality"],
-            "config": {**stored["config"], "source": SOURCE},
         },
-        folder / "geometry.pt",
+        folder / "geometry.safetensors",
+        {
+            "factor_names": list(geometry.FACTOR_NAMES),
+            "polytope_names": names,
+            "config": {**source_config, "source": SOURCE},
+        },
     )
     if rows:  # a model with no represented feature has no factor
         save_rows(rows, folder / "factors.csv")

@@ -9,7 +9,8 @@ from superpose.registry import experiment_script
 
 
 def main(results: Path, device: str = "cpu", quick: bool = False) -> None:
-    """Train both models and store ``weights.pt`` and ``metrics.csv`` in ``results/intro``."""
+    """Train both models and store ``weights.safetensors`` and ``metrics.csv`` in
+    ``results/intro``."""
     train_intro(results / "intro", steps=200 if quick else 5000, device=device)
 
 

@@ -19,7 +19,7 @@ SEEDS = (0, 1, 2, 3)
 def main(results: Path, device: str = "cpu", quick: bool = False) -> None:
     """Train uniform-importance ReLU-output models (one instance per seed), recording every
     feature's dimensionality ``D_i`` and the loss along the way; store them in
-    ``results/learning_dynamics/dynamics.pt``."""
+    ``results/learning_dynamics/dynamics.safetensors``."""
     steps, log_every = (100, 5) if quick else (4000, 5)
     model = ToyModel("relu", len(SEEDS), N_FEATURES, N_HIDDEN, seed=list(SEEDS))
     data = SparseFeatures(N_FEATURES, FEATURE_PROBABILITY, seed=0, device=device)
@@ -44,14 +44,16 @@ def main(results: Path, device: str = "cpu", quick: bool = False) -> None:
             "loss": result.history_loss,
             "dimensionality": torch.stack(dimensionality),
             "final_loss": result.loss,
+        },
+        results / "learning_dynamics" / "dynamics.safetensors",
+        {
             "config": {
                 "n_features": N_FEATURES,
                 "n_hidden": N_HIDDEN,
                 "feature_probability": FEATURE_PROBABILITY,
                 "seeds": list(SEEDS),
-            },
+            }
         },
-        results / "learning_dynamics" / "dynamics.pt",
     )
 
 

@@ -29,7 +29,7 @@ def _quick(spec: SweepSpec) -> SweepSpec:
 
 def main(results: Path, device: str = "cpu", quick: bool = False) -> None:
     """Run both sweeps into ``results/<spec name>`` and store each one's theoretical
-    diagram on the same grid as ``theory.pt`` beside it."""
+    diagram on the same grid as ``theory.safetensors`` beside it."""
     for file in SPECS:
         spec = SweepSpec.from_toml(Path(__file__).with_name(file))
         if quick:
@@ -50,7 +50,7 @@ def main(results: Path, device: str = "cpu", quick: bool = False) -> None:
                 "feature_probability": torch.tensor(diagram.feature_probability),
                 "labels": torch.tensor(diagram.labels),
             },
-            out / "theory.pt",
+            out / "theory.safetensors",
         )
 
 

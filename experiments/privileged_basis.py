@@ -26,11 +26,11 @@ WEIGHT_THRESHOLD = 0.1
 
 def main(results: Path, device: str = "cpu", quick: bool = False) -> None:
     """Train ``"hidden_relu"`` models, one instance per (feature probability, seed), keep the
-    lowest-loss seed per probability and store ``weights.pt`` (``W: (probability, neuron,
+    lowest-loss seed per probability and store ``weights.safetensors`` (``W: (probability, neuron,
     feature)``, ``b``, features per neuron, monosemanticity) and ``metrics.csv`` (dead /
     monosemantic / polysemantic neuron counts) in ``results/privileged_basis``."""
     steps = 100 if quick else STEPS
-    importance = [[IMPORTANCE_DECAY**i for i in range(N_FEATURES)]]
+    importance = [IMPORTANCE_DECAY**i for i in range(N_FEATURES)]  # (n_features,)
     start = time.perf_counter()
     grid = train_seed_grid(
         "hidden_relu",
@@ -61,15 +61,17 @@ def main(results: Path, device: str = "cpu", quick: bool = False) -> None:
             "monosemanticity": analysis.neuron_monosemanticity(W),
             "norms": norms,
             "loss": result.loss[best],
+        },
+        folder / "weights.safetensors",
+        {
             "config": {
                 "steps": steps,
                 "lr": LR,
                 "importance_decay": IMPORTANCE_DECAY,
                 "weight_threshold": WEIGHT_THRESHOLD,
                 "seconds": seconds,
-            },
+            }
         },
-        folder / "weights.pt",
     )
     save_rows(
         [

@@ -4,7 +4,7 @@ Run from the repository root (the peers come from the optional ``compare`` extra
 ``pip install -e .[compare]``; a missing peer is skipped with a note)::
 
     python experiments/sae_benchmark.py              # 2M samples per SAE, several minutes
-    python experiments/sae_benchmark.py --quick      # smoke run, seconds
+    python experiments/sae_benchmark.py --quick      # smoke run, about a minute
     python experiments/sae_benchmark.py --samples 500000 --repeats 2 --sklearn-samples 32768
 
 The world (SAELens's toy setting): ``n_features`` ground-truth features with fixed unit
@@ -34,8 +34,10 @@ Every dictionary is scored by the same code on the same held-out sample: MCC (on
 Hungarian matching of decoder rows to true directions, mean |cosine|) by
 ``superpose.sae.feature_recovery`` (SAELens's ``mean_correlation_coefficient`` before
 ``superpose.sae`` exists), explained variance ``1 - E|x - x_hat|^2 / Var(x)``, dead latents
-(never non-zero on the held-out sample), and L0. SAELens's own evaluation of its SAE is
-printed as a cross-check of the scorer. Repeats interleave the methods, alternating order.
+(never non-zero on the held-out sample), and L0; codes are computed on held-out chunks of
+:data:`EVAL_BATCH` (a BatchTopK SAE keeps ``k`` times the chunk size per chunk). SAELens's
+own evaluation of its SAE is printed as a cross-check of the scorer. Repeats interleave the
+methods, alternating order.
 Seeds: ``--seed`` draws the directions, ``--seed + 1`` every SAE's initialisation and training
 stream, ``--seed + 2`` the held-out sample (an SAE initialised from the directions' seed would
 start at the true directions: unit rows from the same random numbers). All methods run in
@@ -381,7 +383,7 @@ def row(outcome: Outcome, result: Score, reference: float | None) -> str:
 
 def cli() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="smoke run, seconds")
+    parser.add_argument("--quick", action="store_true", help="smoke run, about a minute")
     parser.add_argument("--samples", type=int, default=2_000_000, help="per SAE")
     parser.add_argument("--sklearn-samples", type=int, default=65_536)
     parser.add_argument("--eval-samples", type=int, default=65_536)

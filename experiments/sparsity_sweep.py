@@ -25,10 +25,10 @@ LR = 1e-2
 
 def main(results: Path, device: str = "cpu", quick: bool = False) -> None:
     """Train ReLU-output models, one instance per (feature probability, seed), and store the
-    lowest-loss seed of each probability in ``results/sparsity_sweep``: ``weights.pt``
+    lowest-loss seed of each probability in ``results/sparsity_sweep``: ``weights.safetensors``
     (``W: (probability, 5, 20)``, ``b``, norms, superposition) and ``metrics.csv``."""
     steps = 100 if quick else STEPS
-    importance = [[IMPORTANCE_DECAY**i for i in range(N_FEATURES)]]
+    importance = [IMPORTANCE_DECAY**i for i in range(N_FEATURES)]  # (n_features,)
     start = time.perf_counter()
     grid = train_seed_grid(
         "relu",
@@ -54,13 +54,13 @@ def main(results: Path, device: str = "cpu", quick: bool = False) -> None:
             "W": W,
             "b": model.b.detach().cpu()[best],
             "feature_probability": torch.tensor(FEATURE_PROBABILITY),
-            "importance": torch.tensor(importance[0]),
+            "importance": torch.tensor(importance),
             "norms": analysis.feature_norms(W),
             "superposition": analysis.superposition(W),
             "loss": result.loss[best],
-            "config": {"steps": steps, "lr": LR, "seeds": list(SEEDS), "seconds": seconds},
         },
-        folder / "weights.pt",
+        folder / "weights.safetensors",
+        {"config": {"steps": steps, "lr": LR, "seeds": list(SEEDS), "seconds": seconds}},
     )
     save_rows(
         [

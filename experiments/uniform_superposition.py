@@ -41,7 +41,7 @@ def train_uniform(
 ) -> tuple[ToyModel, torch.Tensor]:
     """Train one ReLU-output instance per entry of ``feature_probability`` ``(instance,)``, all
     features of importance 1; returns the model (on CPU) and its held-out loss ``(instance,)``."""
-    probability = [float(p) for p in feature_probability]
+    probability = [[float(p)] for p in feature_probability]  # (instance, 1)
     data = SparseFeatures(n_features, probability, seed=seed, device=device)
     model = ToyModel("relu", len(probability), n_features, n_hidden, 1.0, seed=seed)
     with cpu_threads(1):  # small models: one thread is fastest, above all on a shared CPU
@@ -61,7 +61,7 @@ def train_uniform(
 
 
 def main(results: Path, device: str = "cpu", quick: bool = False) -> None:
-    """Train the sweep and store ``weights.pt`` (W, b, per-feature dimensionality) and
+    """Train the sweep and store ``weights.safetensors`` (W, b, per-feature dimensionality) and
     ``metrics.csv`` (one row per feature probability) in ``results/uniform_superposition``."""
     n_features, n_hidden, steps = (20, 4, 100) if quick else (N_FEATURES, N_HIDDEN, STEPS)
     probability = densities(4 if quick else N_DENSITIES)
@@ -80,6 +80,9 @@ def main(results: Path, device: str = "cpu", quick: bool = False) -> None:
             "feature_probability": torch.tensor(probability),
             "feature_dimensionality": analysis.feature_dimensionality(W),
             "loss": loss,
+        },
+        folder / "weights.safetensors",
+        {
             "config": {
                 "n_features": n_features,
                 "n_hidden": n_hidden,
@@ -88,9 +91,8 @@ def main(results: Path, device: str = "cpu", quick: bool = False) -> None:
                 "lr": LR,
                 "seconds": seconds,
                 "quick": quick,
-            },
+            }
         },
-        folder / "weights.pt",
     )
     save_rows(
         [

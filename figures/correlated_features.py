@@ -8,7 +8,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from superpose.io import load_tensors
+from superpose.io import load_metadata, load_tensors
 from superpose.plotting import plot_feature_directions_colored, save_figure
 from superpose.registry import figure_script
 
@@ -16,7 +16,8 @@ from superpose.registry import figure_script
 def main(results: Path, out: Path) -> list[Path]:
     """Draw ``out/correlated_features.{png,pdf}`` from ``results/correlated_features``."""
     folder = Path(results) / "correlated_features"
-    stored = load_tensors(folder / "weights.pt")
+    stored = load_tensors(folder / "weights.safetensors")
+    all_sets = load_metadata(folder / "weights.safetensors")["sets"]
     metrics = pd.read_csv(folder / "metrics.csv", keep_default_na=False)
     probability = stored["feature_probability"].tolist()
     settings = list(dict.fromkeys(metrics["setting"]))
@@ -27,9 +28,9 @@ def main(results: Path, out: Path) -> list[Path]:
         squeeze=False,
     )
     for row, name in enumerate(settings):
-        W = stored[name]["W"].numpy()
+        W = stored[f"{name}/W"].numpy()
         groups = np.arange(W.shape[2])
-        for k, group in enumerate(stored[name]["sets"]):
+        for k, group in enumerate(all_sets[name]):
             groups[group] = k
         table = metrics[metrics["setting"] == name].reset_index(drop=True)
         for col, p in enumerate(probability):
@@ -40,7 +41,7 @@ def main(results: Path, out: Path) -> list[Path]:
                 ax.set_xlabel(label.split(";")[0], fontsize=8)
             if row == 0:
                 ax.set_title(f"1−S = {p:g}", fontsize=9)
-        sets = stored[name]["sets"]
+        sets = all_sets[name]
         axes[row, 0].set_ylabel(
             f"{name}\n{' '.join(str(s) for s in sets) if sets else 'no sets'}", fontsize=8
         )

@@ -6,23 +6,24 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 
-from superpose.io import load_tensors
+from superpose.io import load_metadata, load_tensors
 from superpose.plotting import plot_dimensionality_by_group, plot_stacked_counts, save_figure
 from superpose.registry import figure_script
 
 
 def main(results: Path, out: Path) -> list[Path]:
-    """Draw ``out/geometry.{png,pdf}`` from ``results/geometry/geometry.pt``."""
-    stored = load_tensors(Path(results) / "geometry" / "geometry.pt")
+    """Draw ``out/geometry.{png,pdf}`` from ``results/geometry/geometry.safetensors``."""
+    path = Path(results) / "geometry" / "geometry.safetensors"
+    stored, metadata = load_tensors(path), load_metadata(path)
     inverse_density = 1.0 / stored["feature_probability"].double().numpy()
-    config = stored["config"]
+    config = metadata["config"]
     fig, (left, right) = plt.subplots(1, 2, figsize=(13, 4.8), width_ratios=[1.1, 1])
     plot_dimensionality_by_group(
         left,
         inverse_density,
         stored["feature_dimensionality"].numpy(),
         stored["feature_polytope"].numpy(),
-        stored["polytope_names"],
+        metadata["polytope_names"],
     )
     left.legend(
         fontsize=7,
@@ -38,7 +39,7 @@ def main(results: Path, out: Path) -> list[Path]:
         right,
         [f"{x:.3g}" for x in inverse_density],
         stored["feature_counts"].numpy(),
-        stored["polytope_names"],
+        metadata["polytope_names"],
     )
     counts = stored["counts"].numpy()
     for x, row in enumerate(counts):  # the number of factors above each bar

@@ -7,18 +7,19 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 
-from superpose.io import load_tensors
+from superpose.io import load_metadata, load_tensors
 from superpose.plotting import plot_sticky_fractions, save_figure
 from superpose.registry import figure_script
 
 
 def main(results: Path, out: Path) -> list[Path]:
     """Draw ``out/learning_dynamics.{png,pdf}`` from ``results/learning_dynamics``."""
-    stored = load_tensors(results / "learning_dynamics" / "dynamics.pt")
+    path = results / "learning_dynamics" / "dynamics.safetensors"
+    stored = load_tensors(path)
     steps = stored["steps"].numpy()
     dimensionality = stored["dimensionality"].numpy()  # (log, instance, feature)
     loss = stored["loss"].numpy()  # (log, instance)
-    config = stored["config"]
+    config = load_metadata(path)["config"]
     instance = int(np.argmin(stored["final_loss"].numpy()))
     fig, (top, bottom) = plt.subplots(
         2, 1, figsize=(7, 6), sharex=True, gridspec_kw={"height_ratios": [2, 1]}

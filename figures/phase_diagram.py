@@ -31,7 +31,7 @@ def main(results: Path, out: Path) -> list[Path]:
     for row, key in enumerate(TITLES):
         folder = results / key
         empirical = empirical_phase_diagram(folder)
-        theory = load_tensors(folder / "theory.pt")
+        theory = load_tensors(folder / "theory.safetensors")
         agreement = phase_agreement(theory["labels"].numpy(), empirical.labels)
         extent = (
             empirical.relative_importance[0],

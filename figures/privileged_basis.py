@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from superpose.io import load_tensors
+from superpose.io import load_metadata, load_tensors
 from superpose.plotting import neuron_weights_figure, save_figure
 from superpose.registry import figure_script
 
@@ -14,7 +14,8 @@ from superpose.registry import figure_script
 def main(results: Path, out: Path) -> list[Path]:
     """Draw ``out/privileged_basis.{png,pdf}`` from ``results/privileged_basis``."""
     folder = Path(results) / "privileged_basis"
-    stored = load_tensors(folder / "weights.pt")
+    stored = load_tensors(folder / "weights.safetensors")
+    config = load_metadata(folder / "weights.safetensors")["config"]
     metrics = pd.read_csv(folder / "metrics.csv")
     W = stored["W"].numpy()
     fig = neuron_weights_figure(
@@ -27,7 +28,7 @@ def main(results: Path, out: Path) -> list[Path]:
         },
         title=(
             f"Privileged basis (hidden ReLU, n={W.shape[2]} features, m={W.shape[1]} neurons, "
-            f"importance {stored['config']['importance_decay']}^i): neurons turn polysemantic "
+            f"importance {config['importance_decay']}^i): neurons turn polysemantic "
             "as features get sparser"
         ),
         counts_label="count",

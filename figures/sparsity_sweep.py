@@ -10,8 +10,8 @@ from superpose.registry import figure_script
 
 
 def main(results: Path, out: Path) -> list[Path]:
-    """Draw ``out/sparsity_sweep.{png,pdf}`` from ``results/sparsity_sweep/weights.pt``."""
-    stored = load_tensors(Path(results) / "sparsity_sweep" / "weights.pt")
+    """Draw ``out/sparsity_sweep.{png,pdf}`` from ``results/sparsity_sweep/weights.safetensors``."""
+    stored = load_tensors(Path(results) / "sparsity_sweep" / "weights.safetensors")
     W = stored["W"].numpy()
     fig = sparsity_sweep_figure(
         W,

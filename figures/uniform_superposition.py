@@ -7,7 +7,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from superpose.io import load_tensors
+from superpose.io import load_metadata, load_tensors
 from superpose.plotting import plot_dimensions_per_feature, save_figure
 from superpose.registry import figure_script
 
@@ -15,9 +15,9 @@ from superpose.registry import figure_script
 def main(results: Path, out: Path) -> list[Path]:
     """Draw ``out/uniform_superposition.{png,pdf}`` from ``results/uniform_superposition``."""
     folder = Path(results) / "uniform_superposition"
-    stored = load_tensors(folder / "weights.pt")
+    stored = load_tensors(folder / "weights.safetensors")
     metrics = pd.read_csv(folder / "metrics.csv")
-    config = stored["config"]
+    config = load_metadata(folder / "weights.safetensors")["config"]
     fig, ax = plt.subplots(figsize=(7.5, 4.5))
     plot_dimensions_per_feature(
         ax,

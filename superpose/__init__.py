@@ -2,20 +2,24 @@
 
 The core loop, in a few lines::
 
+    import torch
     import superpose
     data = superpose.SparseFeatures(n_features=5, feature_probability=0.05, seed=0)
     model = superpose.ToyModel("relu", n_instances=8, n_features=5, n_hidden=2,
-                               importance=[[0.9**i for i in range(5)]], seed=0)
+                               importance=0.9 ** torch.arange(5), seed=0)
     result = superpose.train(model, data, steps=5000)
     superpose.analysis.feature_norms(model.W)   # (instance, n_features)
+    model.save("my-model")                       # weights.safetensors + config.json
+    model = superpose.load("my-model")
 """
+
+__version__ = "0.1.0"
 
 from superpose import analysis
 from superpose.data import SparseFeatures
+from superpose.io import load
 from superpose.models import ToyModel
 from superpose.train import TrainingDiverged, TrainResult, train
-
-__version__ = "0.1.0"
 
 __all__ = [
     "SparseFeatures",
@@ -23,5 +27,6 @@ __all__ = [
     "TrainResult",
     "TrainingDiverged",
     "analysis",
+    "load",
     "train",
 ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 
 import numpy as np
@@ -19,13 +20,15 @@ def positive_int(name: str, value: object) -> int:
     return int(value)
 
 
-def as_float_tensor(name: str, value: ArrayLike) -> torch.Tensor:
-    """Convert a number, sequence, numpy array or tensor to a float32 CPU tensor."""
+def as_float_tensor(
+    name: str, value: ArrayLike, dtype: torch.dtype = torch.float32
+) -> torch.Tensor:
+    """Convert a number, sequence, numpy array or tensor to a ``dtype`` CPU tensor."""
     if isinstance(value, torch.Tensor):
-        tensor = value.detach().to("cpu", torch.float32)
+        tensor = value.detach().to("cpu", dtype)
     else:
         try:
-            tensor = torch.as_tensor(np.asarray(value, dtype=np.float64), dtype=torch.float32)
+            tensor = torch.as_tensor(np.asarray(value, dtype=np.float64), dtype=dtype)
         except (TypeError, ValueError) as error:
             raise TypeError(
                 f"{name} must be a number or an array of numbers, got {value!r}"
@@ -36,32 +39,45 @@ def as_float_tensor(name: str, value: ArrayLike) -> torch.Tensor:
 
 
 def per_instance_feature(
-    name: str, value: ArrayLike, n_features: int, *, low: float, high: float | None
+    name: str,
+    value: ArrayLike,
+    n_features: int,
+    *,
+    low: float,
+    high: float | None,
+    dtype: torch.dtype = torch.float32,
 ) -> torch.Tensor:
-    """Validate a per-(instance, feature) quantity; return it as ``(instance or 1, feature)``.
+    """Validate a per-(instance, feature) quantity; return it as ``(instance or 1, n_features)``.
 
-    Accepted shapes: scalar (same for all), ``(instance,)`` (one value per instance) or
+    Shapes follow numpy broadcasting to ``(instance, n_features)``: a scalar (the same
+    everywhere), ``(n_features,)`` (one value per feature, shared by all instances),
+    ``(instance, 1)`` (one value per instance), ``(1, n_features)`` or
     ``(instance, n_features)``. Values must lie in ``[low, high]`` (``high=None``: no bound).
     """
-    tensor = as_float_tensor(name, value)
-    if tensor.ndim == 0:
-        tensor = tensor.reshape(1, 1).expand(1, n_features)
-    elif tensor.ndim == 1:
-        tensor = tensor[:, None].expand(-1, n_features)
-    elif tensor.ndim != 2 or tensor.shape[1] != n_features:
+    tensor = as_float_tensor(name, value, dtype)
+    shape = tuple(tensor.shape)
+    if tensor.ndim == 1 and shape[0] != n_features:
         raise ValueError(
-            f"{name} must be a scalar, a per-instance vector (instance,) or an array shaped "
-            f"(instance, n_features={n_features}); got shape {tuple(tensor.shape)}"
+            f"{name} as a vector is per feature and needs n_features={n_features} entries, "
+            f"got shape {shape}; give one value per instance as shape (instance, 1), "
+            "e.g. values[:, None] or [[v] for v in values]"
+        )
+    if tensor.ndim > 2 or (tensor.ndim == 2 and shape[1] not in (1, n_features)):
+        raise ValueError(
+            f"{name} must broadcast to (instance, n_features={n_features}): a scalar, "
+            "(n_features,), (instance, 1), (1, n_features) or (instance, n_features); "
+            f"got shape {shape}"
         )
     if tensor.numel() == 0:
-        raise ValueError(f"{name} must not be empty")
+        raise ValueError(f"{name} must not be empty, got shape {shape}")
     upper = "inf" if high is None else high
     if (tensor < low).any() or (high is not None and (tensor > high).any()):
         raise ValueError(
             f"{name} must lie in [{low}, {upper}], got values in "
             f"[{tensor.min().item():g}, {tensor.max().item():g}]"
         )
-    return tensor.contiguous()
+    tensor = torch.atleast_2d(tensor)
+    return tensor.expand(tensor.shape[0], n_features).contiguous()
 
 
 def broadcast_instances(name: str, tensor: torch.Tensor, n_instances: int) -> torch.Tensor:
@@ -76,21 +92,34 @@ def broadcast_instances(name: str, tensor: torch.Tensor, n_instances: int) -> to
     )
 
 
-def make_generator(seed: int | torch.Generator | None, device: str | torch.device = "cpu"):
-    """Return a ``torch.Generator``: the one given, or a new one seeded with ``seed``.
+def make_generator(
+    seed: int | torch.Generator | None,
+    device: str | torch.device = "cpu",
+    *,
+    stream: str | None = None,
+) -> torch.Generator:
+    """Return a ``torch.Generator``: the one given, a new one seeded with ``seed``, or for
+    ``seed=None`` torch's global generator of ``device`` (the one ``torch.manual_seed`` sets,
+    as ``nn.Module`` initialisers use), so that ``torch.manual_seed`` makes runs repeatable.
 
-    ``seed=None`` draws a fresh seed from the operating system, so runs differ.
+    ``stream`` names what an int seed is for: the generator is then seeded with a hash of
+    ``(stream, seed)``, so that objects of different kinds given the same int never draw the
+    same numbers (an SAE seeded 0 must not start at the true directions of a source seeded 0).
     """
     if isinstance(seed, torch.Generator):
         return seed
-    generator = torch.Generator(device=device)
     if seed is None:
-        generator.seed()
-    elif isinstance(seed, bool) or not isinstance(seed, int | np.integer):
+        device = torch.device(device)
+        if device.type == "cuda":
+            index = torch.cuda.current_device() if device.index is None else device.index
+            return torch.cuda.default_generators[index]
+        return torch.default_generator
+    if isinstance(seed, bool) or not isinstance(seed, int | np.integer):
         raise TypeError(f"seed must be an int, a torch.Generator or None, got {seed!r}")
-    else:
-        generator.manual_seed(int(seed))
-    return generator
+    if stream is not None:
+        digest = hashlib.sha256(f"{stream}:{int(seed)}".encode()).digest()
+        seed = int.from_bytes(digest[:8], "little") >> 1
+    return torch.Generator(device=device).manual_seed(int(seed))
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:

@@ -34,14 +34,18 @@ def _sweep(args: argparse.Namespace) -> int:
     if args.dry_run:
         print(sweep.plan(args.spec, out=args.out))
         return 0
-    summary = sweep.run(
-        args.spec,
-        out=args.out,
-        backend=args.backend,
-        address=args.address,
-        device=args.device,
-        progress=not args.quiet,
-    )
+    try:
+        summary = sweep.run(
+            args.spec,
+            out=args.out,
+            backend=args.backend,
+            address=args.address,
+            device=args.device,
+            progress=not args.quiet,
+        )
+    except sweep.StoreLocked as error:  # another run writes there: one line, no traceback
+        print(f"superpose sweep: error: {error}", file=sys.stderr)
+        return 2
     print(summary)
     return 1 if summary.failed else 0
 

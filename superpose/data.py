@@ -471,9 +471,11 @@ class SparseFeatures:
 
     Args:
         n_features: number of features ``n``.
-        feature_probability: probability that a feature is active (``1 - S``), in ``[0, 1]``:
-            a scalar, one value per instance ``(instance,)``, or ``(instance, n_features)``.
-            Use shape ``(1, n_features)`` for per-feature values shared by all instances.
+        feature_probability: probability that a feature is active (``1 - S``), in ``[0, 1]``,
+            broadcast to ``(instance, n_features)`` like numpy: a scalar, ``(n_features,)``
+            per feature (shared by all instances), ``(instance, 1)`` per instance (e.g.
+            ``(20 ** -torch.linspace(0, 1, n_instances))[:, None]``) or
+            ``(instance, n_features)``.
         magnitude: name from :data:`MAGNITUDES` or an inverse CDF mapping uniform ``[0, 1)``
             numbers to magnitudes (applied elementwise).
         correlated_sets: disjoint lists of feature indices; the features of a set are active
@@ -498,7 +500,8 @@ class SparseFeatures:
             ``feature_probability``; one shared set if that is 1). Ignored for infinite data,
             where :meth:`sample` draws independent data for as many instances as asked.
         seed: int or ``torch.Generator`` for the default random stream; the same seed gives
-            the same batches.
+            the same batches. None: torch's global generator, which ``torch.manual_seed``
+            sets.
         device: where batches are created.
 
     Example:

@@ -8,7 +8,7 @@ from pathlib import Path
 from superpose import analysis
 from superpose._checks import resolve_device
 from superpose.data import SparseFeatures
-from superpose.io import load_tensors, save_rows, save_tensors
+from superpose.io import load_metadata, load_tensors, save_rows, save_tensors
 from superpose.models import ToyModel
 from superpose.plotting import intro_figure, save_figure
 from superpose.train import train
@@ -26,16 +26,19 @@ def train_intro(
     progress: bool = True,
 ) -> list[Path]:
     """Train linear and ReLU-output models (one instance per feature probability) and write
-    ``weights.pt`` (W, b per kind) and ``metrics.csv`` under ``results``.
+    ``weights.safetensors`` (``<kind>/W``, ``<kind>/b``) and ``metrics.csv`` under
+    ``results``.
 
     Returns the written paths.
     """
     device = str(resolve_device(device))
     n_features, n_hidden = 5, 2
-    importance = [[IMPORTANCE_DECAY**i for i in range(n_features)]]
-    data = SparseFeatures(n_features, list(FEATURE_PROBABILITY), seed=seed, device=device)
-    weights, biases, rows = {}, {}, []
-    for kind in ("linear", "relu"):
+    importance = [IMPORTANCE_DECAY**i for i in range(n_features)]  # (n_features,)
+    probability = [[p] for p in FEATURE_PROBABILITY]  # (instance, 1): one per instance
+    data = SparseFeatures(n_features, probability, seed=seed, device=device)
+    tensors, rows = {}, []
+    kinds = ("linear", "relu")
+    for kind in kinds:
         model = ToyModel(
             kind, len(FEATURE_PROBABILITY), n_features, n_hidden, importance, seed=seed
         )
@@ -49,8 +52,8 @@ def train_intro(
             device=device,
             progress=progress,
         )
-        weights[kind] = model.W.detach().cpu()
-        biases[kind] = model.b.detach().cpu()
+        tensors[f"{kind}/W"] = model.W.detach()
+        tensors[f"{kind}/b"] = model.b.detach()
         metrics = analysis.scalar_metrics(model.W.cpu())
         for k, probability in enumerate(FEATURE_PROBABILITY):
             rows.append(
@@ -62,18 +65,22 @@ def train_intro(
                 }
             )
     results = Path(results)
-    stored = {"W": weights, "b": biases, "feature_probability": list(FEATURE_PROBABILITY)}
-    return [save_tensors(stored, results / "weights.pt"), save_rows(rows, results / "metrics.csv")]
+    metadata = {"kinds": list(kinds), "feature_probability": list(FEATURE_PROBABILITY)}
+    return [
+        save_tensors(tensors, results / "weights.safetensors", metadata),
+        save_rows(rows, results / "metrics.csv"),
+    ]
 
 
 def draw_intro(results: str | Path, out: str | Path) -> list[Path]:
     """Draw the intro figure from what :func:`train_intro` stored in ``results``; writes
     ``intro.png`` and ``intro.pdf`` under ``out`` and returns their paths."""
-    stored = load_tensors(Path(results) / "weights.pt")
+    path = Path(results) / "weights.safetensors"
+    stored, metadata = load_tensors(path), load_metadata(path)
     figure = intro_figure(
-        {kind: W.numpy() for kind, W in stored["W"].items()},
-        {kind: b.numpy() for kind, b in stored["b"].items()},
-        stored["feature_probability"],
+        {kind: stored[f"{kind}/W"].numpy() for kind in metadata["kinds"]},
+        {kind: stored[f"{kind}/b"].numpy() for kind in metadata["kinds"]},
+        metadata["feature_probability"],
     )
     return save_figure(figure, Path(out) / "intro")
 

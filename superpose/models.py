@@ -31,11 +31,13 @@ from superpose._checks import (
     per_instance_feature,
     positive_int,
 )
+from superpose.io import Saveable, saveable
 
 KINDS = ("linear", "relu", "hidden_relu", "abs")
 
 
-class ToyModel(nn.Module):
+@saveable
+class ToyModel(Saveable):
     """``n_instances`` independent toy models of one kind, trained together.
 
     Args:
@@ -43,10 +45,17 @@ class ToyModel(nn.Module):
         n_instances: independent copies (each may see different data, importance and seed).
         n_features: input features ``n``.
         n_hidden: hidden dimensions ``m`` (neurons for ``"hidden_relu"`` and ``"abs"``).
-        importance: per-feature loss weight ``I_i ≥ 0``: scalar, per instance ``(instance,)``
-            or ``(instance, n_features)``; ``(1, n_features)`` shares a profile across instances.
+        importance: per-feature loss weight ``I_i ≥ 0``, broadcast to ``(instance,
+            n_features)`` like numpy: a scalar, ``(n_features,)`` per feature (e.g.
+            ``0.9 ** torch.arange(n_features)``, shared by all instances), ``(instance, 1)`` per
+            instance or ``(instance, n_features)``.
         seed: int, ``torch.Generator``, or one int per instance (then instance ``k`` is
             initialised exactly as a one-instance model with ``seed[k]``; sweeps rely on this).
+            None: torch's global generator, as for ``nn.Module`` initialisers, so
+            ``torch.manual_seed`` fixes the initial weights.
+
+    ``model.save(path)`` writes it to a folder and ``superpose.load(path)`` brings it back
+    (see :mod:`superpose.io`).
 
     Attributes:
         W: ``(instance, n_hidden, n_features)`` feature directions (the input weights for
@@ -87,6 +96,15 @@ class ToyModel(nn.Module):
         if kind == "abs":
             self.W_out = nn.Parameter(weights[1])
             self.b_hidden = nn.Parameter(torch.zeros(self.n_instances, self.n_hidden))
+
+    def config(self) -> dict[str, object]:
+        """Constructor arguments for :func:`superpose.load` (importance is a buffer)."""
+        return {
+            "kind": self.kind,
+            "n_instances": self.n_instances,
+            "n_features": self.n_features,
+            "n_hidden": self.n_hidden,
+        }
 
     def _initial_weights(
         self, n_weights: int, seed: int | Sequence[int] | torch.Generator | None

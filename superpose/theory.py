@@ -25,7 +25,7 @@ from math import comb
 import numpy as np
 import torch
 
-from superpose._checks import ArrayLike, positive_int
+from superpose._checks import ArrayLike, per_instance_feature, positive_int
 from superpose.analysis import REPRESENTED_NORM
 
 MAX_EXACT_FEATURES = 12
@@ -61,32 +61,10 @@ def _float_array(name: str, value: ArrayLike) -> np.ndarray:
 def _per_feature(
     name: str, value: ArrayLike, n_features: int, *, low: float, high: float | None
 ) -> np.ndarray:
-    """Validate a scalar / ``(n_features,)`` / ``(instance, n_features)`` / ``(instance, 1)``
-    quantity with values in ``[low, high]``; return it as ``(instance or 1, n_features)``."""
-    array = _float_array(name, value)
-    if array.ndim == 0:
-        array = array.reshape(1, 1)
-    elif array.ndim == 1:
-        if array.shape[0] != n_features:
-            raise ValueError(
-                f"{name} as a vector is per feature and needs n_features={n_features} entries, "
-                f"got {array.shape[0]} (give a per-instance value as shape (instance, 1))"
-            )
-        array = array[None]
-    elif array.ndim != 2 or array.shape[1] not in (1, n_features):
-        raise ValueError(
-            f"{name} must be a scalar, (n_features={n_features},), (instance, n_features) or "
-            f"(instance, 1); got shape {array.shape}"
-        )
-    if array.size == 0:
-        raise ValueError(f"{name} must not be empty")
-    if (array < low).any() or (high is not None and (array > high).any()):
-        upper = "inf" if high is None else f"{high:g}"
-        raise ValueError(
-            f"{name} must lie in [{low:g}, {upper}], got values in "
-            f"[{array.min():g}, {array.max():g}]"
-        )
-    return np.broadcast_to(array, (array.shape[0], n_features))
+    """:func:`superpose._checks.per_instance_feature` in float64: a quantity broadcast to
+    ``(instance, n_features)``, returned as ``(instance or 1, n_features)``."""
+    tensor = per_instance_feature(name, value, n_features, low=low, high=high, dtype=torch.float64)
+    return tensor.numpy()
 
 
 def _broadcast_instances(arrays: dict[str, np.ndarray], n_instances: int) -> list[np.ndarray]:

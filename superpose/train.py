@@ -157,10 +157,12 @@ def train_seed_grid(
     """Train one instance per (feature probability, seed) at once, on one CPU thread, and
     find each probability's best seed (the paper's protocol).
 
-    Instance ``k · len(seeds) + j`` has ``feature_probability[k]`` and is initialised with
-    ``seeds[j]``; the data stream is seeded with 0. ``options`` go to :func:`train`.
+    Instance ``k · len(seeds) + j`` has ``feature_probability[k]`` (one value per setting,
+    shared by all features) and is initialised with ``seeds[j]``; ``importance`` broadcasts to
+    ``(instance, n_features)`` as in :class:`~superpose.ToyModel`. The data stream is seeded
+    with 0. ``options`` go to :func:`train`.
     """
-    probability = [p for p in feature_probability for _ in seeds]
+    probability = [[p] for p in feature_probability for _ in seeds]  # (instance, 1)
     data = SparseFeatures(
         n_features,
         probability,
@@ -209,7 +211,7 @@ def train(
     weight_decay: float = 0.0,
     log_every: int = 100,
     eval_samples: int = 65536,
-    seed: int = 0,
+    seed: int | None = None,
     device: str | torch.device | None = "cpu",
     progress: bool = True,
     method: str = "auto",
@@ -219,8 +221,8 @@ def train(
 
     Args:
         model: the instances to train (moved to ``device``).
-        data: batches come from ``data.sample`` with a generator seeded by ``seed``; for a
-            finite data set, ``batch_size=None`` trains full-batch on it.
+        data: batches come from ``data.sample``; for a finite data set, ``batch_size=None``
+            trains full-batch on it.
         steps: optimisation steps.
         batch_size: rows per instance per step (a fresh batch each step).
         lr: peak learning rate, scaled by :func:`lr_factor` each step.
@@ -228,7 +230,10 @@ def train(
         weight_decay: AdamW's decoupled weight decay (0 gives Adam, the paper's setting).
         log_every: steps per history entry (and per NaN/inf check).
         eval_samples: held-out samples for the final per-instance loss.
-        seed: seeds the training batches (the held-out sample uses ``seed + 1``).
+        seed: seeds the training batches and the held-out sample (``seed + 1``). None: the
+            batches come from ``data``'s own generator (torch's global generator when
+            ``data`` has no seed, so ``torch.manual_seed`` governs them) and the held-out
+            sample is :func:`evaluate`'s fixed default one (seed 1), the same for every run.
         device: ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"auto"``.
         progress: show a progress bar.
         method: how each step's gradients are computed. ``"reference"``: the model's own
@@ -261,6 +266,8 @@ def train(
     if batch_size is not None:
         positive_int("batch_size", batch_size)
     check_optimizer_settings(steps, lr, schedule, warmup_steps, weight_decay)
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+        raise TypeError(f"seed must be an int or None, got {seed!r}")
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     if method == "fast" and not fast.supports(model):
@@ -273,7 +280,7 @@ def train(
     device = resolve_device(device)
 
     model.to(device)
-    generator = make_generator(seed, device)
+    generator = None if seed is None else make_generator(seed, device)
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=lr, weight_decay=weight_decay, fused=method == "fast"
     )
@@ -302,7 +309,7 @@ def train(
     bar.close()
     history_steps = torch.clamp(torch.arange(1, n_logs + 1) * log_every, max=steps)
     return TrainResult(
-        loss=evaluate(model, data, eval_samples, seed=seed + 1).cpu(),
+        loss=evaluate(model, data, eval_samples, seed=1 if seed is None else seed + 1).cpu(),
         history_steps=history_steps,
         history_loss=history_loss,
         wall_time=wall_time,

@@ -13,7 +13,7 @@ from superpose.cli import main
 def test_demo_writes_results_and_figure(tmp_path, capsys):
     assert main(["demo", "--out", str(tmp_path), "--steps", "300", "--quiet"]) == 0
     printed = capsys.readouterr().out
-    for name in ("weights.pt", "metrics.csv", "intro.png", "intro.pdf"):
+    for name in ("weights.safetensors", "metrics.csv", "intro.png", "intro.pdf"):
         assert (tmp_path / name).stat().st_size > 0
         assert name in printed
     metrics = pd.read_csv(tmp_path / "metrics.csv")
@@ -51,7 +51,7 @@ def test_reproduce_runs_experiment_then_figure(tmp_path, capsys):
     results, out = tmp_path / "results", tmp_path / "out"
     argv = ["reproduce", "intro", "--quick", "--results", str(results), "--out", str(out)]
     assert main(argv) == 0
-    assert (results / "intro" / "weights.pt").is_file()
+    assert (results / "intro" / "weights.safetensors").is_file()
     assert capsys.readouterr().out.split() == [str(out / "intro.png"), str(out / "intro.pdf")]
     # the figure alone redraws from the stored results
     (out / "intro.png").unlink()

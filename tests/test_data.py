@@ -8,12 +8,38 @@ from superpose import SparseFeatures
 
 
 def test_shapes_and_per_instance_probability():
-    data = SparseFeatures(4, [0.1, 0.5, 1.0], seed=0)
+    data = SparseFeatures(4, [[0.1], [0.5], [1.0]], seed=0)  # (instance, 1)
     x = data.sample(200_000)
     assert x.shape == (3, 200_000, 4)
     active = (x > 0).float().mean(1)
     # binomial std at n=800k per instance is < 6e-4; 3e-3 is > 5 sigma
     np.testing.assert_allclose(active.mean(-1), [0.1, 0.5, 1.0], atol=3e-3)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        0.3,
+        [0.5, 0.2, 0.1],  # (n_features,): per feature, shared by all instances
+        [[0.5, 0.2, 0.1]],  # (1, n_features)
+        (20 ** -torch.linspace(0, 1, 4))[:, None],  # (instance, 1): the TMS notebook's idiom
+        np.linspace(0.1, 0.9, 12).reshape(4, 3),  # (instance, n_features)
+    ],
+)
+def test_probability_broadcasts_like_numpy(value):
+    data = SparseFeatures(3, value, seed=0)
+    array = np.asarray(value, dtype=np.float32)
+    rows = array.shape[0] if array.ndim == 2 else 1
+    np.testing.assert_array_equal(data.feature_probability, np.broadcast_to(array, (rows, 3)))
+    x = data.sample(50_000, n_instances=4)
+    # binomial std of a rate from 50k draws is < 2.3e-3; 0.012 is > 5 sigma
+    np.testing.assert_allclose((x > 0).float().mean(1), np.broadcast_to(array, (4, 3)), atol=0.012)
+
+
+def test_a_vector_as_long_as_the_instance_count_is_still_per_feature():
+    data = SparseFeatures(5, 0.5 ** torch.arange(5.0), seed=0)
+    assert data.feature_probability.shape == (1, 5)
+    assert data.sample(8, n_instances=5).shape == (5, 8, 5)
 
 
 def test_uniform_magnitudes_given_active():
@@ -66,6 +92,21 @@ def test_same_seed_same_batches_and_generators():
     assert torch.equal(SparseFeatures(5, 0.1, seed=generator).sample(64, 3), a)
 
 
+def test_no_seed_draws_from_torchs_global_generator():
+    def draw(global_seed, **kwargs):
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(global_seed)
+            return SparseFeatures(5, 0.3, **kwargs).sample(64, 3)
+
+    assert torch.equal(draw(0), draw(0))
+    assert not torch.equal(draw(0), draw(1))
+    # a finite data set and the rows drawn from it follow the global generator too
+    assert torch.equal(draw(0, n_samples=10), draw(0, n_samples=10))
+    assert not torch.equal(draw(0, n_samples=10), draw(1, n_samples=10))
+    # an explicit seed ignores it
+    assert torch.equal(draw(0, seed=7), draw(1, seed=7))
+
+
 def test_finite_data_set():
     data = SparseFeatures(3, 0.5, n_samples=10, n_instances=2, seed=0)
     assert data.is_finite and data.dataset.shape == (2, 10, 3)
@@ -85,7 +126,10 @@ def test_finite_data_set():
         ({"n_features": 2.5}, TypeError, "n_features"),
         ({"feature_probability": 1.5}, ValueError, r"feature_probability must lie in \[0.0, 1.0\]"),
         ({"feature_probability": -0.1}, ValueError, "feature_probability"),
-        ({"feature_probability": [[0.1, 0.2]]}, ValueError, "n_features=3"),
+        ({"feature_probability": [[0.1, 0.2]]}, ValueError, r"broadcast to \(instance, n_f"),
+        ({"feature_probability": [0.1, 0.2]}, ValueError, r"as shape \(instance, 1\)"),
+        ({"feature_probability": np.full((2, 3, 1), 0.1)}, ValueError, r"shape \(2, 3, 1\)"),
+        ({"feature_probability": np.zeros((0, 1))}, ValueError, "must not be empty"),
         ({"feature_probability": "x"}, TypeError, "feature_probability"),
         ({"magnitude": "gauss"}, ValueError, "magnitude must be one of"),
         ({"correlated_sets": [[0, 5]]}, ValueError, r"indices must lie in \[0, 2\]"),
@@ -103,4 +147,4 @@ def test_bad_input(kwargs, error, match):
 
 def test_instance_mismatch_is_explained():
     with pytest.raises(ValueError, match="3 instances but 2"):
-        SparseFeatures(2, [0.1, 0.2, 0.3]).sample(4, n_instances=2)
+        SparseFeatures(2, [[0.1], [0.2], [0.3]]).sample(4, n_instances=2)

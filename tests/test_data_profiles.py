@@ -216,7 +216,7 @@ def test_hierarchy_with_sets_magnitudes_and_finite_data():
         (
             {
                 "correlation": LowRankCorrelation(torch.zeros(2, 3, 1)),
-                "feature_probability": [0.1, 0.2, 0.3],
+                "feature_probability": [[0.1], [0.2], [0.3]],
             },
             ValueError,
             "correlation has 2 instances",

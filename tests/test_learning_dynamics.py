@@ -1,13 +1,12 @@
 """The learning-dynamics experiment: dimensionalities snap onto 1/2 late in training."""
 
-import torch
-
 from superpose import registry
+from superpose.io import load_tensors
 
 
 def test_features_snap_to_digons_late_in_training(tmp_path):
     registry.load("experiments", "learning_dynamics").main(tmp_path)
-    stored = torch.load(tmp_path / "learning_dynamics" / "dynamics.pt", weights_only=True)
+    stored = load_tensors(tmp_path / "learning_dynamics" / "dynamics.safetensors")
     D = stored["dimensionality"]  # (log, instance, feature)
     steps = stored["steps"]
     on_half = ((D - 0.5).abs() < 0.02).sum(-1)  # (log, instance)

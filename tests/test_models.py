@@ -47,6 +47,34 @@ def test_importance_weighted_loss():
     assert model.importance.shape == (2, 3)
 
 
+def test_per_feature_importance_is_shared_by_every_instance():
+    # the TMS notebook's profile; with as many instances as features it used to be read as
+    # one flat importance per instance
+    model = ToyModel("relu", n_instances=5, n_features=5, importance=0.9 ** torch.arange(5))
+    torch.testing.assert_close(model.importance, (0.9 ** torch.arange(5.0)).expand(5, 5))
+
+
+def test_per_instance_importance_is_a_column():
+    model = ToyModel("relu", n_instances=3, n_features=4, importance=[[1.0], [2.0], [3.0]])
+    torch.testing.assert_close(model.importance, torch.tensor([[1.0], [2.0], [3.0]]).expand(3, 4))
+
+
+def test_no_seed_initialises_from_torchs_global_generator():
+    def init(global_seed, **kwargs):
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(global_seed)
+            return ToyModel("abs", 2, 5, 3, **kwargs).W_out.detach()
+
+    assert torch.equal(init(0), init(0))
+    assert not torch.equal(init(0), init(1))
+    assert torch.equal(init(0, seed=4), init(1, seed=4))
+    # no seed draws exactly what torch's own initialisers would
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        expected = torch.randn(2, 2, 3, 5)[1] * np.sqrt(2 / 8)
+    torch.testing.assert_close(init(0), expected, rtol=0, atol=0)
+
+
 def test_per_instance_seeds_reproduce_single_instance_init():
     packed = ToyModel("relu", 3, 5, 2, seed=[11, 12, 13])
     for k, seed in enumerate([11, 12, 13]):
@@ -66,9 +94,11 @@ def test_init_scale_is_xavier():
         ({"n_instances": 0}, ValueError, "n_instances"),
         ({"n_hidden": -2}, ValueError, "n_hidden"),
         ({"n_features": "5"}, TypeError, "n_features"),
-        ({"importance": [[1.0, 2.0]]}, ValueError, "importance must be"),
+        ({"importance": [[1.0, 2.0]]}, ValueError, r"must broadcast to \(instance, n_features=5\)"),
         ({"importance": -1.0}, ValueError, "importance must lie in"),
-        ({"importance": [1.0, 2.0, 3.0]}, ValueError, "importance has 3 instances but 2"),
+        ({"importance": [[1.0], [2.0], [3.0]]}, ValueError, "importance has 3 instances but 2"),
+        ({"importance": [1.0, 2.0]}, ValueError, r"n_features=5 entries, got shape \(2,\)"),
+        ({"importance": np.ones((2, 5, 1))}, ValueError, r"got shape \(2, 5, 1\)"),
         ({"seed": [1, 2, 3]}, ValueError, "n_instances=2"),
     ],
 )

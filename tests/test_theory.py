@@ -220,15 +220,15 @@ def test_optimal_linear_rejects_bad_input():
 
 def test_trained_linear_model_reaches_the_optimum():
     importance = [0.9**i for i in range(5)]
-    probability = [1.0, 0.3]  # one instance each
+    probability = [[1.0], [0.3]]  # (instance, 1): one instance each
     data = superpose.SparseFeatures(n_features=5, feature_probability=probability, seed=0)
     model = superpose.ToyModel(
-        "linear", n_instances=2, n_features=5, n_hidden=2, importance=[importance], seed=0
+        "linear", n_instances=2, n_features=5, n_hidden=2, importance=importance, seed=0
     )
     result = superpose.train(
         model, data, steps=1000, lr=3e-2, schedule="cosine", eval_samples=400_000, progress=False
     )
-    _, _, optimum = optimal_linear(importance, np.array(probability)[:, None], 2)
+    _, _, optimum = optimal_linear(importance, probability, 2)
     np.testing.assert_allclose(result.loss.numpy(), optimum, rtol=0.01)
 
 

@@ -75,7 +75,7 @@ def _train_best_of_seeds(setting, probability, seeds, steps):
     setting, one instance per (probability, seed)."""
     from superpose import SparseFeatures, ToyModel, train
 
-    instances = [p for p in probability for _ in seeds]
+    instances = [[p] for p in probability for _ in seeds]  # (instance, 1)
     n = setting["n_features"]
     data = SparseFeatures(
         n,
@@ -119,8 +119,8 @@ def test_privileged_basis_neurons_turn_polysemantic():
     from superpose import SparseFeatures, ToyModel, train
 
     privileged = registry.load("experiments", "privileged_basis")
-    importance = [[privileged.IMPORTANCE_DECAY**i for i in range(10)]]
-    probability = [1.0, 1.0, 0.03, 0.03]
+    importance = [privileged.IMPORTANCE_DECAY**i for i in range(10)]
+    probability = [[1.0], [1.0], [0.03], [0.03]]
     model = ToyModel("hidden_relu", 4, 10, 5, importance, seed=[0, 1, 0, 1])
     data = SparseFeatures(10, probability, seed=0)
     result = train(
@@ -144,8 +144,8 @@ def test_abs_model_two_neurons_per_feature_when_dense_polysemantic_when_sparse()
     from superpose import SparseFeatures, ToyModel, train
 
     computation = registry.load("experiments", "computation")
-    importance = [[computation.IMPORTANCE_DECAY**i for i in range(50)]]
-    data = SparseFeatures(50, [1.0, 0.03], magnitude="signed_uniform", seed=0)
+    importance = [computation.IMPORTANCE_DECAY**i for i in range(50)]
+    data = SparseFeatures(50, [[1.0], [0.03]], magnitude="signed_uniform", seed=0)
     model = ToyModel("abs", 2, 50, 20, importance, seed=0)
     train(model, data, steps=4000, lr=1e-2, schedule="cosine", progress=False, eval_samples=8192)
     W = model.W.detach()

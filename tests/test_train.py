@@ -60,6 +60,42 @@ def test_same_config_and_seed_give_bit_identical_weights():
     assert not torch.equal(W1, W3)
 
 
+def test_torch_manual_seed_makes_an_unseeded_run_repeatable():
+    def run(global_seed, model_seed=None, data_seed=None):
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(global_seed)
+            model = ToyModel("relu", 3, 5, 2, IMPORTANCE, seed=model_seed)
+            data = SparseFeatures(5, 0.1, seed=data_seed)
+            result = train(model, data, steps=50, eval_samples=1024, progress=False)
+        return model.W.detach(), model.b.detach(), result.loss
+
+    def same(a, b):
+        return all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
+
+    assert same(run(0), run(0))
+    assert not torch.equal(run(0)[0], run(1)[0])
+    # with the initial weights fixed, the batches alone follow the global generator
+    assert not torch.equal(run(0, model_seed=0)[0], run(1, model_seed=0)[0])
+    # with both seeded, torch.manual_seed changes nothing
+    assert same(run(0, model_seed=0, data_seed=0), run(1, model_seed=0, data_seed=0))
+
+
+def test_no_train_seed_draws_batches_from_the_data():
+    def run(train_seed):
+        model = ToyModel("relu", 3, 5, 2, IMPORTANCE, seed=0)
+        data = SparseFeatures(5, 0.1, seed=3)
+        result = train(model, data, steps=50, seed=train_seed, progress=False)
+        return model.W.detach(), result.loss
+
+    # a fresh data stream seeded 3 gives the batches of train(seed=3); the held-out sample is
+    # the fixed one of seed 1 (train(seed=0)'s) unless a seed is given
+    assert torch.equal(run(None)[0], run(3)[0])
+    assert not torch.equal(run(None)[1], run(3)[1])
+    model = ToyModel("relu", 3, 5, 2, IMPORTANCE, seed=0)
+    result = train(model, SparseFeatures(5, 0.1, seed=3), steps=50, progress=False)
+    torch.testing.assert_close(result.loss, evaluate(model, SparseFeatures(5, 0.1), seed=1))
+
+
 def test_result_history_and_held_out_loss():
     model = ToyModel("relu", 2, 5, 2, seed=0)
     data = SparseFeatures(5, 0.1, seed=0)
@@ -93,7 +129,7 @@ def test_nan_is_reported_with_step_and_instance():
     def explode(u):
         return torch.where(u > 0.5, torch.inf, u)
 
-    data = SparseFeatures(3, [0.0, 1.0], magnitude=explode, seed=0)
+    data = SparseFeatures(3, [[0.0], [1.0]], magnitude=explode, seed=0)
     with pytest.raises(TrainingDiverged, match=r"step 0 for instance\(s\) \[1\]") as info:
         train(ToyModel("relu", 2, 3, 2, seed=0), data, steps=10, progress=False)
     assert info.value.step == 0 and info.value.instances == [1]
@@ -122,6 +158,7 @@ def test_lr_schedules():
         ({"weight_decay": -0.1}, ValueError, "weight_decay"),
         ({"device": "cuda:7"}, ValueError, "CUDA is not available"),
         ({"device": "tpu"}, ValueError, "device must be"),
+        ({"seed": 1.5}, TypeError, "seed must be an int or None"),
     ],
 )
 def test_bad_input_fails_before_training(kwargs, error, match):

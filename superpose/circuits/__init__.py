@@ -18,6 +18,7 @@ from superpose.circuits.analysis import (
     composition_score,
     composition_scores,
     copying_score,
+    direct_path_kl,
     full_ov_circuit,
     full_qk_circuit,
     ov_circuit,
@@ -37,7 +38,13 @@ from superpose.circuits.scores import (
     prefix_matching_scores,
     previous_token_scores,
 )
-from superpose.circuits.tasks import Batch, MarkovChain, RepeatedTokens, SkipTrigrams
+from superpose.circuits.tasks import (
+    Batch,
+    MarkovChain,
+    RepeatedTokens,
+    SkipTrigrams,
+    ZipfMarkovChain,
+)
 from superpose.circuits.train import TrainResult, next_token_losses, train
 
 __all__ = [
@@ -49,10 +56,12 @@ __all__ = [
     "RepeatedTokens",
     "SkipTrigrams",
     "TrainResult",
+    "ZipfMarkovChain",
     "composition_baseline",
     "composition_score",
     "composition_scores",
     "copying_score",
+    "direct_path_kl",
     "empirical_bigram",
     "full_ov_circuit",
     "full_qk_circuit",

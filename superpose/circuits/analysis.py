@@ -18,6 +18,7 @@ import torch
 from superpose._checks import make_generator, positive_int
 from superpose.circuits.factored import FactoredMatrix
 from superpose.circuits.model import AttnOnlyTransformer
+from superpose.circuits.tasks import MarkovChain
 
 COMPOSITIONS = ("q", "k", "v")
 _HEAD = re.compile(r"L(\d+)H(\d+)")
@@ -195,3 +196,36 @@ def copying_score(model: AttnOnlyTransformer) -> torch.Tensor:
     """
     eigenvalues = full_ov_circuit(model).eigenvalues().detach()
     return eigenvalues.real.sum(dim=-1) / eigenvalues.abs().sum(dim=-1)
+
+
+def direct_path_kl(model: AttnOnlyTransformer, chain: MarkovChain) -> torch.Tensor:
+    """``KL(chain's next-token law ‖ direct-path prediction)`` per current token, in nats.
+
+    The direct path predicts from the current token ``a`` at position ``p`` the logits
+    ``W_U norm(W_E[:, a] + W_pos[:, p])``. The KL from ``chain.transition[a]`` is averaged over
+    the prediction positions ``p = 0 … chain.n_ctx - 2``, which a token visits equally often
+    when the chain starts from its stationary law. For a zero-layer model (layer norm or not)
+    the direct path is the whole model, so this is exact with no sampling:
+    ``stationary @ direct_path_kl(model, chain)`` is its expected next-token loss minus the
+    chain's entropy rate.
+
+    Args:
+        model: the transformer; its ``d_vocab`` must equal the chain's, its ``n_ctx`` cover it.
+        chain: a lag-1 :class:`~superpose.circuits.tasks.MarkovChain` (or subclass).
+
+    Returns:
+        ``(d_vocab,)``, entry ``a`` for current token ``a``.
+    """
+    if chain.lag != 1:
+        raise ValueError(f"chain must have lag=1 (the direct path sees one token), got {chain.lag}")
+    if chain.d_vocab != model.d_vocab or chain.n_ctx > model.n_ctx:
+        raise ValueError(
+            f"chain (d_vocab={chain.d_vocab}, n_ctx={chain.n_ctx}) does not match the model "
+            f"(d_vocab={model.d_vocab}, n_ctx={model.n_ctx})"
+        )
+    with torch.no_grad():
+        residual = model.W_E.T[:, None] + model.W_pos.T[None, : chain.n_ctx - 1]
+        logits = model.unembed(model.normalize(residual, model.scale(residual)))
+        log_probs = logits.log_softmax(dim=-1).cpu()  # (current, position, next)
+    true = chain.log_transition[:, None]
+    return (true.exp() * (true - log_probs)).sum(dim=-1).mean(dim=-1)

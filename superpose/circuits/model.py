@@ -34,6 +34,7 @@ import torch
 from torch import nn
 
 from superpose._checks import make_generator, positive_int
+from superpose.io import Saveable, saveable
 
 LAYER_NORM_EPS = 1e-5
 
@@ -59,7 +60,8 @@ class Cache:
     head_outputs: list[torch.Tensor]
 
 
-class AttnOnlyTransformer(nn.Module):
+@saveable
+class AttnOnlyTransformer(Saveable):
     """Attention-only transformer: embedding, causal attention layers, unembedding.
 
     Args:
@@ -70,10 +72,12 @@ class AttnOnlyTransformer(nn.Module):
         n_ctx: longest sequence the positional embedding covers.
         d_head: width of each head's query/key/value (default ``d_model // n_heads``).
         layer_norm: apply a parameter-free layer norm before every layer and the unembedding.
-        seed: int or ``torch.Generator`` for the initial weights.
+        seed: int or ``torch.Generator`` for the initial weights; None: torch's global
+            generator (``torch.manual_seed`` fixes it), as for ``nn.Module`` initialisers.
 
     Every weight is initialised from a normal distribution with variance ``1 / fan_in``
     (``1`` for the embeddings), so residual vectors and logits start at unit scale.
+    ``model.save(path)`` writes it to a folder and ``superpose.load(path)`` brings it back.
 
     Example:
         >>> model = AttnOnlyTransformer(n_layers=2, d_model=32, n_heads=4, d_vocab=10, n_ctx=8)
@@ -91,7 +95,7 @@ class AttnOnlyTransformer(nn.Module):
         *,
         d_head: int | None = None,
         layer_norm: bool = False,
-        seed: int | torch.Generator | None = 0,
+        seed: int | torch.Generator | None = None,
     ) -> None:
         super().__init__()
         if isinstance(n_layers, bool) or not isinstance(n_layers, int):
@@ -129,6 +133,18 @@ class AttnOnlyTransformer(nn.Module):
         self.W_V = init(n_layers, n_heads, d_head, d_model, fan_in=d_model)
         self.W_O = init(n_layers, n_heads, d_model, d_head, fan_in=n_heads * d_head)
         self.W_U = init(d_vocab, d_model, fan_in=d_model)
+
+    def config(self) -> dict[str, object]:
+        """Constructor arguments for :func:`superpose.load` (the seed only set the init)."""
+        return {
+            "n_layers": self.n_layers,
+            "d_model": self.d_model,
+            "n_heads": self.n_heads,
+            "d_vocab": self.d_vocab,
+            "n_ctx": self.n_ctx,
+            "d_head": self.d_head,
+            "layer_norm": self.layer_norm,
+        }
 
     def embed(self, tokens: torch.Tensor) -> torch.Tensor:
         """Token plus positional embedding: ``(batch, pos)`` tokens → ``(batch, pos, d_model)``."""

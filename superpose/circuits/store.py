@@ -1,4 +1,4 @@
-"""Results of the circuits experiments on disk: ``metrics.json`` plus ``tensors.pt``.
+"""Results of the circuits experiments on disk: ``metrics.json`` plus ``tensors.safetensors``.
 
 Files are written atomically (:mod:`superpose.io`), so a reader never sees a half-written
 result. Figures read results with :func:`load_results` and never train.
@@ -20,11 +20,13 @@ def save_results(
     """Write ``metrics`` (JSON-serialisable) and ``tensors`` (detached to CPU) under ``folder``.
 
     Returns:
-        The two written paths, ``metrics.json`` and ``tensors.pt``.
+        The two written paths, ``metrics.json`` and ``tensors.safetensors``.
     """
     folder = Path(folder)
-    cpu = {name: tensor.detach().cpu() for name, tensor in tensors.items()}
-    return [save_json(metrics, folder / "metrics.json"), save_tensors(cpu, folder / "tensors.pt")]
+    return [
+        save_json(metrics, folder / "metrics.json"),
+        save_tensors(tensors, folder / "tensors.safetensors"),
+    ]
 
 
 def load_results(folder: str | Path) -> tuple[dict[str, object], dict[str, torch.Tensor]]:
@@ -40,4 +42,4 @@ def load_results(folder: str | Path) -> tuple[dict[str, object], dict[str, torch
             f"{metrics_path} is missing; run `superpose reproduce "
             f"{folder.name.replace('_', '-')}` (or experiments/{folder.name}.py) first"
         )
-    return json.loads(metrics_path.read_text()), load_tensors(folder / "tensors.pt")
+    return json.loads(metrics_path.read_text()), load_tensors(folder / "tensors.safetensors")

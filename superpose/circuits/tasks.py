@@ -5,6 +5,7 @@ tokens ``(batch, pos)`` and a mask ``(batch, pos)`` marking the positions whose 
 the task's planted structure determines (the last position is never marked).
 
 * :class:`MarkovChain`: a random bigram model (what a zero-layer transformer can learn).
+* :class:`ZipfMarkovChain`: a random bigram model whose unigram frequencies are exactly Zipfian.
 * :class:`SkipTrigrams`: planted ``[A] … [B] → [C]`` rules (what one attention head can learn).
 * :class:`RepeatedTokens`: random tokens whose segment repeats (what induction heads solve).
 """
@@ -24,6 +25,10 @@ class Batch:
 
     tokens: torch.Tensor
     mask: torch.Tensor
+
+
+_SINKHORN_MAX_STEPS = 100_000
+_SINKHORN_TOLERANCE = 1e-12
 
 
 def _check_sizes(d_vocab: int, n_ctx: int) -> tuple[int, int]:
@@ -55,7 +60,8 @@ class MarkovChain:
         temperature: spread of the transition logits (> 0; larger is more peaked).
         lag: how many positions back the token that sets the next one's law is, in
             ``[1, n_ctx)``.
-        seed: int or ``torch.Generator`` for the transition matrix.
+        seed: int or ``torch.Generator`` for the transition matrix; None: torch's global
+            generator.
 
     Attributes:
         log_transition: ``(d_vocab, d_vocab)``, ``[a, b] = log P(next = b | current = a)``.
@@ -70,7 +76,7 @@ class MarkovChain:
         *,
         temperature: float = 2.0,
         lag: int = 1,
-        seed: int | torch.Generator | None = 0,
+        seed: int | torch.Generator | None = None,
     ) -> None:
         self.d_vocab, self.n_ctx = _check_sizes(d_vocab, n_ctx)
         if not temperature > 0:
@@ -78,13 +84,19 @@ class MarkovChain:
         self.lag = positive_int("lag", lag)
         if self.lag >= self.n_ctx:
             raise ValueError(f"lag must lie in [1, n_ctx={self.n_ctx}), got {lag}")
-        generator = make_generator(seed)
-        logits = temperature * torch.randn(self.d_vocab, self.d_vocab, generator=generator)
-        self.log_transition = logits.double().log_softmax(dim=-1).float()
+        self.temperature = float(temperature)
+        log_transition, stationary = self._tables(make_generator(seed))
+        self.log_transition = log_transition.float()
         self.transition = self.log_transition.exp()
-        eigenvalues, eigenvectors = torch.linalg.eig(self.transition.double().T)
+        self.stationary = stationary.float()
+
+    def _tables(self, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """Float64 ``log_transition (d_vocab, d_vocab)`` and ``stationary (d_vocab,)``."""
+        logits = self.temperature * torch.randn(self.d_vocab, self.d_vocab, generator=generator)
+        log_transition = logits.double().log_softmax(dim=-1)
+        eigenvalues, eigenvectors = torch.linalg.eig(log_transition.exp().T)
         leading = eigenvectors[:, eigenvalues.real.argmax()].real
-        self.stationary = (leading / leading.sum()).float()
+        return log_transition, leading / leading.sum()
 
     def sample(self, n_seq: int, seed: int | torch.Generator | None) -> Batch:
         """``n_seq`` sequences of length ``n_ctx``.
@@ -106,6 +118,68 @@ class MarkovChain:
         return Batch(tokens, _last_position_off(mask))
 
 
+class ZipfMarkovChain(MarkovChain):
+    """A Markov chain whose stationary (unigram) distribution is exactly Zipfian.
+
+    Token ``t`` is the ``t``-th most frequent: ``stationary[t] = (t + 1)^(-a) / Σ_s (s + 1)^(-a)``
+    with ``a = zipf_exponent`` (``a = 0`` is uniform). The bigram structure is a random
+    symmetric affinity ``K = exp(temperature · g)``, ``g`` a symmetric matrix of standard
+    normals, scaled to the joint law of consecutive tokens ``F[a, b] = d_a K[a, b] d_b`` whose
+    rows sum to the Zipf frequencies (``d`` by symmetric Sinkhorn iteration, in float64 to a
+    relative error below ``1e-12``). Then ``transition[a, b] = F[a, b] / stationary[a]`` is
+    reversible, so ``stationary @ transition = stationary`` and every position's marginal is
+    the Zipf law. Each row is the affinity reweighted towards frequent tokens: frequent tokens
+    follow everything often, and ``temperature`` sets how peaked (informative) the rows are.
+
+    Args:
+        d_vocab: number of tokens.
+        n_ctx: sequence length.
+        zipf_exponent: ``a >= 0``.
+        temperature: spread of the affinity logits (> 0; larger is more peaked).
+        lag: as in :class:`MarkovChain`.
+        seed: int or ``torch.Generator`` for the affinity.
+
+    Attributes:
+        As :class:`MarkovChain`; ``stationary`` is the Zipf law above.
+    """
+
+    def __init__(
+        self,
+        d_vocab: int,
+        n_ctx: int,
+        *,
+        zipf_exponent: float = 1.0,
+        temperature: float = 2.0,
+        lag: int = 1,
+        seed: int | torch.Generator | None = 0,
+    ) -> None:
+        if isinstance(zipf_exponent, bool) or not isinstance(zipf_exponent, int | float):
+            raise TypeError(f"zipf_exponent must be a number >= 0, got {zipf_exponent!r}")
+        if not 0 <= zipf_exponent < float("inf"):
+            raise ValueError(f"zipf_exponent must be a finite number >= 0, got {zipf_exponent}")
+        self.zipf_exponent = float(zipf_exponent)
+        super().__init__(d_vocab, n_ctx, temperature=temperature, lag=lag, seed=seed)
+
+    def _tables(self, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        ranks = torch.arange(1, self.d_vocab + 1, dtype=torch.float64)
+        log_zipf = (-self.zipf_exponent * ranks.log()).log_softmax(dim=0)
+        noise = torch.randn(self.d_vocab, self.d_vocab, generator=generator).double()
+        log_affinity = self.temperature * (noise + noise.T) / 2**0.5
+        log_scale = log_zipf / 2
+        for _ in range(_SINKHORN_MAX_STEPS):
+            log_rows = torch.logsumexp(log_affinity + log_scale, dim=1)  # log (K d)_a
+            if (log_scale + log_rows - log_zipf).abs().max() < _SINKHORN_TOLERANCE:
+                break
+            log_scale = (log_scale + log_zipf - log_rows) / 2
+        else:
+            raise ValueError(
+                f"temperature={self.temperature} is too large for the Sinkhorn scaling to "
+                f"converge in {_SINKHORN_MAX_STEPS} steps; use a smaller one"
+            )
+        log_joint = log_scale[:, None] + log_affinity + log_scale
+        return log_joint - log_zipf[:, None], log_zipf.exp()
+
+
 class SkipTrigrams:
     """Planted skip-trigrams ``[trigger_i] … [query] → [output_i]`` among random filler tokens.
 
@@ -122,7 +196,8 @@ class SkipTrigrams:
         n_ctx: sequence length (at least 4).
         n_triggers: number of planted rules.
         query_prob: probability of a query at each position after the trigger, in (0, 1).
-        seed: int or ``torch.Generator`` choosing which tokens play which role.
+        seed: int or ``torch.Generator`` choosing which tokens play which role; None:
+            torch's global generator.
 
     Attributes:
         triggers, outputs: ``(n_triggers,)`` long; rule ``i`` is ``triggers[i] … query →
@@ -138,7 +213,7 @@ class SkipTrigrams:
         *,
         n_triggers: int = 4,
         query_prob: float = 0.2,
-        seed: int | torch.Generator | None = 0,
+        seed: int | torch.Generator | None = None,
     ) -> None:
         self.d_vocab, self.n_ctx = _check_sizes(d_vocab, n_ctx)
         self.n_triggers = positive_int("n_triggers", n_triggers)

@@ -80,7 +80,7 @@ def train(
     weight_decay: float = 0.0,
     log_every: int = 10,
     evaluate: Callable[[AttnOnlyTransformer], dict[str, float]] | None = None,
-    seed: int | torch.Generator = 0,
+    seed: int | torch.Generator | None = None,
     device: str | torch.device | None = "cpu",
     progress: bool = True,
 ) -> TrainResult:
@@ -98,7 +98,8 @@ def train(
         log_every: steps per history entry (and per NaN/inf check and ``evaluate`` call).
         evaluate: optional function of the model returning named floats to log; called under
             ``torch.no_grad`` with the model in eval mode.
-        seed: int or ``torch.Generator`` for the stream of batches.
+        seed: int or ``torch.Generator`` for the stream of batches; None: torch's global
+            generator, so ``torch.manual_seed`` governs them.
         device: ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"auto"``.
         progress: show a tqdm progress bar.
 

@@ -29,6 +29,11 @@ from superpose._checks import as_float_tensor, make_generator, positive_int
 
 Seed = int | Sequence[int] | torch.Generator | None
 
+INIT_STREAM = "superpose.sae.init"
+"""Names the random stream of an int ``seed`` for SAE initialisation (see
+:func:`~superpose._checks.make_generator`): independent of a source's directions with the same
+seed."""
+
 KINDS: dict[str, type[SparseAutoencoder]] = {}
 """Registered SAE kinds by name; :func:`register` adds one."""
 
@@ -88,9 +93,13 @@ def unit_rows(shape: tuple[int, ...], n_instances: int, seed: Seed) -> torch.Ten
                 f"seed: a per-instance seed list needs n_instances={n_instances} entries, "
                 f"got {len(seed)}"
             )
-        rows = torch.stack([torch.randn(shape, generator=make_generator(s)) for s in seed])
+        rows = torch.stack(
+            [torch.randn(shape, generator=make_generator(s, stream=INIT_STREAM)) for s in seed]
+        )
     else:
-        rows = torch.randn((n_instances, *shape), generator=make_generator(seed))
+        rows = torch.randn(
+            (n_instances, *shape), generator=make_generator(seed, stream=INIT_STREAM)
+        )
     return rows / rows.norm(dim=-1, keepdim=True).clamp_min(1e-12)
 
 

@@ -79,6 +79,11 @@ class ActivationSource:
         return self.sample_with_features(batch_size, n_instances, generator)[0]
 
 
+DIRECTIONS_STREAM = "superpose.sae.directions"
+"""Names the random stream of an int ``seed`` for a source's directions (see
+:func:`~superpose._checks.make_generator`)."""
+
+
 def random_directions(
     n_features: int, d_model: int, generator: torch.Generator, orthogonal: bool
 ) -> torch.Tensor:
@@ -126,7 +131,7 @@ class Superposed(ActivationSource):
         self.features = features
         d_model = positive_int("d_model", d_model)
         self.directions = random_directions(
-            features.n_features, d_model, make_generator(seed), orthogonal
+            features.n_features, d_model, make_generator(seed, stream=DIRECTIONS_STREAM), orthogonal
         ).to(features.device)
 
     def activations(self, features: torch.Tensor) -> torch.Tensor:

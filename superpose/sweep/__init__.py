@@ -4,8 +4,10 @@ A sweep spec (TOML or :class:`SweepSpec`) names fixed fields and swept axes; eve
 point is a cell identified by a hash of its full config. Cells that share shapes train
 together as instances of one :class:`~superpose.ToyModel` (:mod:`.packing`), each with its
 own seed-keyed data stream so that packing never changes a cell's result (:mod:`.streams`).
-Results go to an SQLite + weight-file store (:mod:`.store`) chunk by chunk, so a rerun
-resumes where a killed one stopped; chunks run in-process or as Ray tasks (:mod:`.backends`).
+Results go to an SQLite + safetensors store (:mod:`.store`) chunk by chunk, so a rerun
+resumes where a killed one stopped (retraining cells whose weight files were damaged); one
+process writes to a store at a time (:mod:`.lock`); chunks run in-process or as Ray tasks
+(:mod:`.backends`).
 
 Example::
 
@@ -17,17 +19,20 @@ Example::
 """
 
 from superpose.sweep.execute import CellResult, run_chunk
+from superpose.sweep.lock import StoreLocked
 from superpose.sweep.packing import Chunk, pack
 from superpose.sweep.runner import SweepSummary, plan, run
 from superpose.sweep.spec import FIELDS, Cell, SweepSpec
-from superpose.sweep.store import ResultStore, load, load_model, load_weights
+from superpose.sweep.store import CorruptWeights, ResultStore, load, load_model, load_weights
 
 __all__ = [
     "FIELDS",
     "Cell",
     "CellResult",
     "Chunk",
+    "CorruptWeights",
     "ResultStore",
+    "StoreLocked",
     "SweepSpec",
     "SweepSummary",
     "load",

@@ -3,37 +3,45 @@
 Layout of a store folder::
 
     results/<name>/
-        sweep.sqlite          table ``cells``: one row per cell; table ``meta``: the spec
-        weights/<hash>.pt     torch.save of the cell's tensors (W, b, ..., importance)
+        sweep.sqlite                   table ``cells``: one row per cell; ``meta``: the spec
+        weights/<hash>.safetensors     the cell's tensors (W, b, ..., importance)
+        sweep.lock                     while a sweep writes: its pid, host and start time
 
 Columns of ``cells``: ``config_hash`` (primary key), ``status`` (``done``, ``diverged`` or
 ``error``), ``error``, every config field (:data:`superpose.sweep.spec.FIELDS`),
 ``final_loss``, the metrics of :func:`superpose.analysis.scalar_metrics`, ``wall_time``
 (seconds per cell, amortised over its chunk), ``chunk_cells``, ``device``, ``version`` and
-``finished_at`` (UTC, ISO 8601). New config fields or metrics become new columns.
+``finished_at`` (UTC, ISO 8601), ``weights_bytes`` and ``weights_sha256`` (size and SHA-256
+of the cell's weight file). New config fields or metrics become new columns.
 
 Safety: the database runs in WAL mode, so readers never block the writer and see only
 committed chunks. A chunk's weight files are written first (temporary file, then
-``os.replace``), then its rows in one transaction: a process killed at any moment leaves
-at most stray temporary or unreferenced weight files, never a row without its weights.
-Only one process (the sweep's driver) writes.
+``os.replace``), then its rows, with each file's size and checksum, in one transaction: a
+process killed at any moment leaves at most stray temporary or unreferenced weight files,
+never a row without its weights. Reading a cell's weights checks the file against its row
+(:class:`CorruptWeights` names the cell and the file otherwise); nothing is unpickled. Only
+one process (the sweep's driver) writes: :class:`ResultStore` opened for writing holds the
+store's lock (:mod:`superpose.sweep.lock`). Stores written before weights were safetensors
+hold ``weights/<hash>.pt`` files, which are never read: their cells count as damaged.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
-import os
 import sqlite3
-import tempfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
 import pandas as pd
 import torch
 
+from superpose.io import CorruptFile, tensor_bytes, tensors_from_bytes, write_bytes
 from superpose.models import ToyModel
 from superpose.sweep.execute import CellResult
+from superpose.sweep.lock import WriterLock
 from superpose.sweep.spec import FIELDS, SweepSpec
 
 DATABASE = "sweep.sqlite"
@@ -55,7 +63,43 @@ _RUN_COLUMNS = {
     "device": "TEXT",
     "version": "TEXT",
     "finished_at": "TEXT",
+    "weights_bytes": "INTEGER",
+    "weights_sha256": "TEXT",
 }
+
+
+class CorruptWeights(CorruptFile):
+    """A finished cell's weight file is missing, truncated or altered.
+
+    Attributes:
+        path: the weight file.
+        config_hash: the cell.
+        problem: what is wrong with the file (``"missing"``, ``"truncated or altered ..."``).
+    """
+
+    def __init__(self, path: Path, config_hash: str, problem: str) -> None:
+        super().__init__(
+            path,
+            f"cell {config_hash}: weight file {path} is {problem}; rerunning the sweep on "
+            f"{path.parent.parent} retrains it",
+        )
+        self.config_hash = config_hash
+        self.problem = problem
+
+
+@contextmanager
+def _database_errors(database: Path) -> Iterator[None]:
+    """Turn SQLite's "not a database" / "malformed" errors into a :class:`CorruptFile`."""
+    try:
+        yield
+    except sqlite3.OperationalError:  # locked, read-only, I/O: not about the file's content
+        raise
+    except sqlite3.DatabaseError as error:
+        raise CorruptFile(
+            database,
+            f"{database} is not a superpose sweep store (not an SQLite database, or a damaged "
+            f"one: {error})",
+        ) from None
 
 
 class ResultStore:
@@ -63,31 +107,54 @@ class ResultStore:
 
     Args:
         path: the folder (created when writing).
-        readonly: open an existing store without creating or changing anything.
+        readonly: open an existing store without creating or changing anything, and without
+            the writer's lock.
+
+    Attributes:
+        lock: the writer's :class:`~superpose.sweep.lock.WriterLock` (None when readonly).
 
     Raises:
         FileNotFoundError: ``readonly`` and there is no store at ``path``.
+        StoreLocked: opening for writing while another live process writes to the store.
+        CorruptFile: ``sweep.sqlite`` is not an SQLite database, or a damaged one.
     """
 
     def __init__(self, path: str | Path, *, readonly: bool = False) -> None:
         self.path = Path(path)
         self.readonly = readonly
-        database = self.path / DATABASE
+        self.lock: WriterLock | None = None
+        self.database = self.path / DATABASE
         if readonly:
-            if not database.is_file():
+            if not self.database.is_file():
                 raise FileNotFoundError(f"no sweep results at {self.path} (missing {DATABASE})")
         else:
-            (self.path / WEIGHTS).mkdir(parents=True, exist_ok=True)
-        self._connection = sqlite3.connect(database, timeout=_TIMEOUT_S)
-        if readonly:
+            self.lock = WriterLock(self.path)
+            self.lock.acquire()
+        self._connection: sqlite3.Connection | None = None
+        self._checksums = "weights_bytes, weights_sha256"  # columns, or NULLs in old stores
+        try:
+            self._connection = sqlite3.connect(self.database, timeout=_TIMEOUT_S)
+            with _database_errors(self.database):
+                self._open()
+        except BaseException:
+            self.close()
+            raise
+
+    def _open(self) -> None:
+        if self.readonly:
             self._connection.execute("PRAGMA query_only = ON")
             tables = self._connection.execute(
                 "SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'cells'"
             ).fetchone()
             if tables is None:
-                self.close()
                 raise FileNotFoundError(f"no sweep results at {self.path} yet (no cells table)")
+            if "weights_sha256" not in self._column_names():  # a store from before checksums
+                self._checksums = "NULL, NULL"
             return
+        (self.path / WEIGHTS).mkdir(exist_ok=True)
+        problems = self._connection.execute("PRAGMA quick_check").fetchall()
+        if problems != [("ok",)]:
+            raise sqlite3.DatabaseError(problems[0][0])
         with self._connection:
             self._connection.execute("PRAGMA journal_mode = WAL")
             self._connection.execute("PRAGMA synchronous = NORMAL")
@@ -99,8 +166,11 @@ class ResultStore:
             self._ensure_columns({**_BASE_COLUMNS, **_RUN_COLUMNS})
 
     def close(self) -> None:
-        """Close the database connection."""
-        self._connection.close()
+        """Close the database connection and release the writer's lock."""
+        if self._connection is not None:
+            self._connection.close()
+        if self.lock is not None:
+            self.lock.release()
 
     def __enter__(self) -> ResultStore:
         return self
@@ -108,9 +178,12 @@ class ResultStore:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def _column_names(self) -> set[str]:
+        return {row[1] for row in self._connection.execute("PRAGMA table_info(cells)")}
+
     def _ensure_columns(self, columns: Mapping[str, str]) -> None:
         """Add missing columns (new metrics or config fields) to ``cells``."""
-        existing = {row[1] for row in self._connection.execute("PRAGMA table_info(cells)")}
+        existing = self._column_names()
         for name, sql_type in columns.items():
             if name not in existing:
                 self._connection.execute(f'ALTER TABLE cells ADD COLUMN "{name}" {sql_type}')
@@ -136,14 +209,54 @@ class ResultStore:
 
     def weights_path(self, config_hash: str) -> Path:
         """Where a cell's weights file lives."""
-        return self.path / WEIGHTS / f"{config_hash}.pt"
+        return self.path / WEIGHTS / f"{config_hash}.safetensors"
+
+    def damaged(self, config_hashes: Iterable[str]) -> list[CorruptWeights]:
+        """Check the weight files of the ``done`` cells among ``config_hashes`` (size, then
+        SHA-256); one error per cell whose file is missing, truncated or altered."""
+        wanted = set(config_hashes)
+        rows = self._connection.execute(
+            f"SELECT config_hash, {self._checksums} FROM cells WHERE status = 'done'"
+        )
+        errors = []
+        for config_hash, size, sha256 in rows:
+            if config_hash in wanted:
+                try:
+                    self._checked_bytes(config_hash, size, sha256)
+                except CorruptWeights as error:
+                    errors.append(error)
+        return errors
+
+    def _checked_bytes(self, config_hash: str, size: int | None, sha256: str | None) -> bytes:
+        """The bytes of a cell's weight file, checked against its row's size and SHA-256."""
+        path = self.weights_path(config_hash)
+        if not path.is_file():
+            old = path.with_suffix(".pt").is_file()
+            note = " (there is an old-format .pt file, which is never unpickled)" if old else ""
+            raise CorruptWeights(path, config_hash, f"missing{note}")
+        if sha256 is None:
+            raise CorruptWeights(path, config_hash, "unverifiable (its row records no checksum)")
+        actual = path.stat().st_size
+        if actual != size:
+            raise CorruptWeights(
+                path, config_hash, f"truncated or altered ({actual} bytes, {size} recorded)"
+            )
+        data = path.read_bytes()
+        if hashlib.sha256(data).hexdigest() != sha256:
+            raise CorruptWeights(
+                path, config_hash, "altered (its SHA-256 differs from the one recorded)"
+            )
+        return data
 
     def write(self, results: Iterable[CellResult]) -> None:
-        """Store a chunk's results: weight files atomically, then all rows in one transaction."""
+        """Store a chunk's results: weight files atomically, then all rows (with each file's
+        size and SHA-256) in one transaction."""
         results = list(results)
-        for result in results:
-            if result.weights is not None:
-                self._write_weights(result.cell.config_hash, result.weights)
+        files = {
+            r.cell.config_hash: self._write_weights(r.cell.config_hash, r.weights)
+            for r in results
+            if r.weights is not None
+        }
         metrics = dict.fromkeys(name for result in results for name in result.metrics)
         finished_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
         rows = [
@@ -159,6 +272,8 @@ class ResultStore:
                 "device": r.device,
                 "version": r.version,
                 "finished_at": finished_at,
+                "weights_bytes": files.get(r.cell.config_hash, (None, None))[0],
+                "weights_sha256": files.get(r.cell.config_hash, (None, None))[1],
             }
             for r in results
         ]
@@ -174,29 +289,36 @@ class ResultStore:
                 [{name: row.get(name) for name in names} for row in rows],
             )
 
-    def _write_weights(self, config_hash: str, weights: dict[str, torch.Tensor]) -> None:
-        target = self.weights_path(config_hash)
-        handle, temporary = tempfile.mkstemp(dir=target.parent, prefix=".", suffix=".tmp")
-        try:
-            with os.fdopen(handle, "wb") as file:
-                torch.save(weights, file)
-            os.replace(temporary, target)
-        except BaseException:
-            Path(temporary).unlink(missing_ok=True)
-            raise
+    def _write_weights(self, config_hash: str, weights: dict[str, torch.Tensor]) -> tuple[int, str]:
+        """Write a cell's weight file atomically; returns its ``(size, SHA-256)``."""
+        data = tensor_bytes(weights)
+        write_bytes(data, self.weights_path(config_hash))
+        return len(data), hashlib.sha256(data).hexdigest()
 
     def table(self) -> pd.DataFrame:
         """All cells, one row each, in the order they finished."""
-        return pd.read_sql_query("SELECT * FROM cells ORDER BY rowid", self._connection)
+        with _database_errors(self.database):
+            return pd.read_sql_query("SELECT * FROM cells ORDER BY rowid", self._connection)
 
     def weights(self, config_hash: str) -> dict[str, torch.Tensor]:
         """A cell's tensors without the instance axis: ``W: (n_hidden, n_features)``,
         ``b: (n_features,)``, ``importance: (n_features,)`` (and ``W_out``, ``b_hidden``
-        for ``abs``)."""
-        path = self.weights_path(config_hash)
-        if not path.is_file():
-            raise KeyError(f"no weights for cell {config_hash!r} in {self.path}")
-        return torch.load(path, weights_only=True)
+        for ``abs``).
+
+        Raises:
+            KeyError: no such cell, or it has no weights (it diverged or failed).
+            CorruptWeights: its weight file is missing, truncated or altered.
+        """
+        row = self._connection.execute(
+            f"SELECT status, {self._checksums} FROM cells WHERE config_hash = ?",
+            (config_hash,),
+        ).fetchone()
+        if row is None:
+            raise KeyError(f"no cell {config_hash!r} in {self.path}")
+        if row[0] != "done":
+            raise KeyError(f"no weights for cell {config_hash!r} in {self.path} ({row[0]})")
+        data = self._checked_bytes(config_hash, *row[1:])
+        return tensors_from_bytes(data, self.weights_path(config_hash))
 
     def model(self, config_hash: str) -> ToyModel:
         """A one-instance :class:`~superpose.ToyModel` holding a cell's trained weights."""
