@@ -77,7 +77,7 @@ def test_fast_training_follows_the_reference(kind):
     runs = {}
     for method in ("reference", "fast"):
         sae = SAE(kind, 2, 16, 40, k=[2, 3], seed=1)
-        result = train(sae, _source(), method=method, dead_window=256, **QUICK)
+        result = train(sae, _source(), method=method, dead_window=64, **QUICK)
         assert result.method == method
         runs[method] = (sae, result)
     (reference, reference_result), (ours, result) = runs["reference"], runs["fast"]

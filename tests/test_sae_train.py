@@ -70,7 +70,7 @@ def test_shared_source_gives_every_instance_the_same_batch():
     generator = torch.Generator().manual_seed(0)
     x, f = sample_for(_source(), 3, 10, generator)
     assert x.shape == (3, 10, 8) and torch.equal(x[0], x[2]) and torch.equal(f[0], f[1])
-    batched = Superposed(SparseFeatures(16, [0.05, 0.5, 0.9], seed=0), 8, seed=0)
+    batched = Superposed(SparseFeatures(16, [[0.05], [0.5], [0.9]], seed=0), 8, seed=0)
     x, _ = sample_for(batched, 3, 10, generator)
     assert not torch.equal(x[0], x[2])
     with pytest.raises(ValueError, match="source has 3 instances but the SAE has 2"):
