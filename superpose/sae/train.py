@@ -16,6 +16,12 @@ in the tests). The TopK kinds feed the dead mask to their AuxK loss. Resampling
 (:func:`resample_dead`, after Bricken et al. 2023) re-initialises dead latents toward
 badly reconstructed inputs every ``resample_every`` steps; it is off by default
 (Anthropic's April 2024 update dropped it) and works for every kind.
+
+Each step's gradients come from autograd on the SAE's own loss (:func:`loss_and_backward`,
+the readable reference) or, for the TopK kinds, from :mod:`superpose.sae.fast`
+(hand-written, touching only the active latents; tested equal). A source with one instance
+is sampled once per step and shared by every SAE instance, and a
+:class:`~superpose.sae.Superposed` source builds its batch from the active features only.
 """
 
 from __future__ import annotations
@@ -256,6 +262,7 @@ def train(
     n_logs = steps // log_every + (steps % log_every > 0)
     history = {name: torch.zeros(n_logs, sae.n_instances) for name in HISTORY}
     interval = {name: torch.zeros(log_every, sae.n_instances, device=device) for name in HISTORY}
+    workspace: dict[str, torch.Tensor] = {}  # the fast path's reused buffers
     bar = tqdm(total=steps, disable=not progress, desc=f"train SAE {sae.kind}", unit="step")
     start = time.perf_counter()
     for step in range(steps):
@@ -271,7 +278,7 @@ def train(
         dead = since_fired >= dead_window
         optimizer.zero_grad(set_to_none=True)
         if method == "fast":
-            parts, z = fast.loss_and_backward(sae, x, dead, sparsity_scale, precision)
+            parts, z = fast.loss_and_backward(sae, x, dead, sparsity_scale, precision, workspace)
         else:
             parts, z = loss_and_backward(sae, x, dead, sparsity_scale)
         optimizer.step()
