@@ -643,9 +643,9 @@ class SparseFeatures:
 
         For :attr:`independent` features on infinite data the active entries are drawn
         directly (:func:`bernoulli_positions`, then one uniform per active entry for its
-        magnitude): the same distribution as :meth:`sample`'s, at a cost proportional to the
-        active entries. Otherwise the dense batch is converted. The result is coalesced
-        (entries sorted by instance, row and feature).
+        magnitude, none for ``"constant"``): the same distribution as :meth:`sample`'s, at a
+        cost proportional to the active entries. Otherwise the dense batch is converted. The
+        result is coalesced (entries sorted by instance, row and feature).
         """
         generator = self.generator if generator is None else generator
         if self.dataset is not None or not self.independent:
@@ -669,7 +669,10 @@ class SparseFeatures:
         features: their ``(3, active)`` indices (instance, row, feature) and ``(active,)``
         magnitudes."""
         column, row = bernoulli_positions(probability.reshape(-1), batch_size, generator)
-        value = self._inverse_cdf(uniform((column.numel(),), generator).to(column.device))
+        if self._inverse_cdf is MAGNITUDES["constant"]:  # no uniforms needed
+            value = torch.ones(column.shape, device=column.device)
+        else:
+            value = self._inverse_cdf(uniform((column.numel(),), generator).to(column.device))
         instance = column.div(self.n_features, rounding_mode="floor")
         feature = column - instance * self.n_features
         return torch.stack([instance, row, feature]), value

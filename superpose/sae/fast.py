@@ -173,7 +173,7 @@ def loss_and_backward(
     ).view(n_instances, batch_size, d_in)
     reconstruction += b_dec[:, None, :]
     error = reconstruction - x
-    mse = error.square().sum(-1).mean(-1)
+    mse = torch.linalg.vector_norm(error.flatten(1), dim=1).square_().div_(batch_size)
     grad_out = error.mul_(2.0 / batch_size)  # ∂L/∂x̂ (instance, batch, d_in)
     grad_rows = grad_out.reshape(-1, d_in)
     grad_pre = _dots(grad_rows, sample, decoder_rows, column).mul_(z > 0)
