@@ -44,10 +44,13 @@ methods, alternating order.
 Seeds: ``--seed`` draws the directions, ``--seed + 1`` every SAE's initialisation and training
 stream, ``--seed + 2`` the held-out sample (an SAE initialised from the directions' seed would
 start at the true directions: unit rows from the same random numbers). All methods run in
-float32 (but the ``-bf16`` ones) on ``torch.get_num_threads()`` threads (``--threads``);
-scikit-learn's BLAS is limited to the same count. Each row records the 1-minute load average
-at its end, so that runs on a shared machine can be judged; the last lines are the table in
-markdown.
+float32 (but the ``-bf16`` ones) on ``--threads`` torch threads (default 1); scikit-learn's
+BLAS is limited to the same count. One thread is the default because on a 2-core machine
+with a little other load, two threads made ``ours`` 30 times slower (1,500 against 44,000
+samples/s at load 1-3; its step is a few hundred small ops, each a parallel region that
+waits for the second core) while SAELens's few large products lose less. Each row records
+the 1-minute load average at its end, so that runs on a shared machine can be judged; the
+last lines are the table in markdown.
 """
 
 from __future__ import annotations
@@ -422,7 +425,7 @@ def cli() -> None:
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--grid", type=int, default=8, help="SAEs trained together by ours")
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (all methods)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--methods",
@@ -436,8 +439,7 @@ def cli() -> None:
         args.methods = "saelens,sklearn,ours,grid" + (",ours-bf16,grid-bf16" if bf16 else "")
     if args.quick:
         args.samples, args.sklearn_samples, args.eval_samples = 16_384, 2_048, 8_192
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
+    torch.set_num_threads(args.threads)
     print(header(args), flush=True)
     world = make_world(args.seed)
     print(f"directions: {world.origin}; mean true L0 {world.probability.sum().item():.2f}")
