@@ -25,10 +25,13 @@ fresh samples of that world with the same sample budget and batch size:
   n_nonzero_coefs=k)``; the learner's own ``transform`` refuses OMP with positive codes) to
   encode, the sparse-coding counterpart of a TopK SAE. It is far slower, so it gets its own
   (smaller) budget, ``--sklearn-samples``; compare its samples/s, not its wall time.
-* ``ours``: ``superpose.sae`` BatchTopK, one SAE, and a grid of ``--grid`` SAEs trained
-  together on shared batches. SAELens trains one SAE per run, so its rate for the grid is its
-  one-SAE rate (``--grid`` runs one after another take ``--grid`` times as long): that is the
-  ``saelens`` row, and the grid ratio divides by it.
+* ``ours``: ``superpose.sae`` BatchTopK (``method="auto"``: its fast path), one SAE, and
+  ``grid``: ``--grid`` SAEs trained together on shared batches. SAELens trains one SAE per
+  run, so its rate for the grid is its one-SAE rate (``--grid`` runs one after another take
+  ``--grid`` times as long): that is the ``saelens`` row, and the grid ratio divides by it.
+  ``ours-bf16`` and ``grid-bf16`` are the same with ``precision="bf16"`` (bfloat16 encoder
+  product); they join the default methods only on CPUs with bf16 instructions (``amx_bf16``
+  or ``avx512_bf16``), where they can pay.
 
 Every dictionary is scored by the same code on the same held-out sample: MCC (one-to-one
 Hungarian matching of decoder rows to true directions, mean |cosine|) by
@@ -41,9 +44,13 @@ methods, alternating order.
 Seeds: ``--seed`` draws the directions, ``--seed + 1`` every SAE's initialisation and training
 stream, ``--seed + 2`` the held-out sample (an SAE initialised from the directions' seed would
 start at the true directions: unit rows from the same random numbers). All methods run in
-float32 (``--precision bf16`` passes mixed precision to ours only) on
-``torch.get_num_threads()`` threads (``--threads``); scikit-learn's BLAS is limited to the
-same count.
+float32 (but the ``-bf16`` ones) on ``--threads`` torch threads (default 1); scikit-learn's
+BLAS is limited to the same count. One thread is the default because on a 2-core machine
+with a little other load, two threads made ``ours`` 30 times slower (1,500 against 44,000
+samples/s at load 1-3; its step is a few hundred small ops, each a parallel region that
+waits for the second core) while SAELens's few large products lose less. Each row records
+the 1-minute load average at its end, so that runs on a shared machine can be judged; the
+last lines are the table in markdown.
 """
 
 from __future__ import annotations
@@ -115,7 +122,7 @@ def header(args: argparse.Namespace) -> str:
         f"CPU {model} | bf16 flags: {', '.join(flags) or 'none'} | {os.cpu_count()} CPUs | "
         f"load {load:.2f}\n"
         f"torch {torch.__version__} | {torch.get_num_threads()} threads | device {args.device}"
-        f" | precision {args.precision}\n"
+        "\n"
         f"{N_FEATURES} features (Zipf {ZIPF_EXPONENT}, p {MAX_PROBABILITY}..{MIN_PROBABILITY},"
         f" magnitude 1) in {D_MODEL} dims | BatchTopK width {WIDTH}, k {K} | batch "
         f"{BATCH_SIZE}, lr {LR} | {args.samples:,} samples per SAE "
@@ -336,7 +343,8 @@ def ours_source(probability: torch.Tensor, seed: int) -> object | None:
 def run_ours(
     world: World, samples: int, n_sae: int, seed: int, precision: str, device: str
 ) -> Outcome:
-    """Train ``n_sae`` BatchTopK SAEs together with ``superpose.sae.train``."""
+    """Train ``n_sae`` BatchTopK SAEs together with ``superpose.sae.train`` (``precision``
+    ``"fp32"`` or ``"bf16"``)."""
     from superpose.sae import SAE, train
 
     sae = SAE("batchtopk", n_instances=n_sae, d_in=D_MODEL, d_sae=WIDTH, k=K, seed=seed)
@@ -354,7 +362,7 @@ def run_ours(
         return codes.cpu(), sae.decode(codes).cpu()
 
     W_dec = sae.W_dec.detach().cpu().float()
-    name = "ours" if n_sae == 1 else f"ours x{n_sae}"
+    name = ("ours" if n_sae == 1 else f"ours x{n_sae}") + ("" if precision == "fp32" else " bf16")
     return Outcome(name, (samples // BATCH_SIZE) * BATCH_SIZE, n_sae, wall, W_dec, codec)
 
 
@@ -370,15 +378,42 @@ def schedule(methods: Sequence[str], repeats: int) -> list[str]:
     return order
 
 
-def row(outcome: Outcome, result: Score, reference: float | None) -> str:
-    """One table line; ``reference`` is SAELens's samples/s (None: no ratio)."""
+COLUMNS = ("method", "samples", "wall s", "samples/s", "vs SAEL", "MCC", "EV", "dead", "L0")
+COLUMNS += ("load",)
+
+
+def cells(outcome: Outcome, result: Score, reference: float | None, load: float) -> list[str]:
+    """One row's :data:`COLUMNS`; ``reference`` is SAELens's samples/s (None: no ratio),
+    ``load`` the load average at the end of the run."""
     rate = outcome.samples * outcome.n_sae / outcome.wall
-    ratio = f"{rate / reference:>7.2f}x" if reference else f"{'-':>8}"
-    return (
-        f"{outcome.method:<10} {outcome.samples:>10,} {outcome.wall:>8.1f} {rate:>10,.0f} "
-        f"{ratio} {result.mcc.mean():>6.3f} {result.explained_variance.mean():>6.3f} "
-        f"{result.dead_latents.mean():>6.0f} {result.l0.mean():>6.1f}  {outcome.note}"
+    return [
+        outcome.method,
+        f"{outcome.samples:,}",
+        f"{outcome.wall:.1f}",
+        f"{rate:,.0f}",
+        f"{rate / reference:.2f}x" if reference else "-",
+        f"{result.mcc.mean():.3f}",
+        f"{result.explained_variance.mean():.3f}",
+        f"{result.dead_latents.mean():.0f}",
+        f"{result.l0.mean():.1f}",
+        f"{load:.1f}",
+    ]
+
+
+def row(values: Sequence[str], note: str = "") -> str:
+    """One aligned text line of :data:`COLUMNS`' values."""
+    widths = (12, 10, 8, 10, 8, 6, 6, 6, 6, 5)
+    text = " ".join(
+        f"{v:<{w}}" if i == 0 else f"{v:>{w}}"
+        for i, (v, w) in enumerate(zip(values, widths, strict=True))
     )
+    return f"{text}  {note}".rstrip()
+
+
+def markdown(rows: Sequence[Sequence[str]]) -> str:
+    """The table in markdown (README-ready), :data:`COLUMNS` as its header."""
+    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    return "\n".join(lines + ["| " + " | ".join(values) + " |" for values in rows])
 
 
 def cli() -> None:
@@ -389,18 +424,22 @@ def cli() -> None:
     parser.add_argument("--eval-samples", type=int, default=65_536)
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--grid", type=int, default=8, help="SAEs trained together by ours")
-    parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (all methods)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
-        "--methods", default="saelens,sklearn,ours,grid", help="comma-separated subset"
+        "--methods",
+        default=None,
+        help="comma-separated subset of saelens,sklearn,ours,grid,ours-bf16,grid-bf16 "
+        "(default: the first four, and the bf16 ones where the CPU has bf16 instructions)",
     )
     args = parser.parse_args()
+    if args.methods is None:
+        bf16 = {"amx_bf16", "avx512_bf16"}.intersection(cpu_description()[1])
+        args.methods = "saelens,sklearn,ours,grid" + (",ours-bf16,grid-bf16" if bf16 else "")
     if args.quick:
         args.samples, args.sklearn_samples, args.eval_samples = 16_384, 2_048, 8_192
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
+    torch.set_num_threads(args.threads)
     print(header(args), flush=True)
     world = make_world(args.seed)
     print(f"directions: {world.origin}; mean true L0 {world.probability.sum().item():.2f}")
@@ -409,18 +448,17 @@ def cli() -> None:
 
     runners: dict[str, Callable[[], Outcome]] = {
         "sklearn": lambda: run_sklearn(world, args.sklearn_samples, seed),
-        "ours": lambda: run_ours(world, args.samples, 1, seed, args.precision, args.device),
-        "grid": lambda: run_ours(world, args.samples, args.grid, seed, args.precision, args.device),
+        "ours": lambda: run_ours(world, args.samples, 1, seed, "fp32", args.device),
+        "grid": lambda: run_ours(world, args.samples, args.grid, seed, "fp32", args.device),
+        "ours-bf16": lambda: run_ours(world, args.samples, 1, seed, "bf16", args.device),
+        "grid-bf16": lambda: run_ours(world, args.samples, args.grid, seed, "bf16", args.device),
     }
     methods = [name for name in args.methods.split(",") if name]
     if world.ours is None:
         print("superpose.sae is not available: skipping ours and grid")
-        methods = [name for name in methods if name not in ("ours", "grid")]
-    table = (
-        f"{'method':<10} {'samples':>10} {'wall s':>8} {'samples/s':>10} {'vs SAEL':>8} "
-        f"{'MCC':>6} {'EV':>6} {'dead':>6} {'L0':>6}"
-    )
-    lines, saelens_rate = [table, "-" * len(table)], None
+        methods = [name for name in methods if name not in runners or name == "sklearn"]
+    table = row(COLUMNS)
+    lines, rows, saelens_rate = [table, "-" * len(table)], [], None
     for name in schedule(methods, args.repeats):
         if name == "saelens":
             outcome, check = run_saelens(world, args.samples, seed, args.device)
@@ -428,13 +466,17 @@ def cli() -> None:
             print(check, flush=True)
         else:
             outcome = runners[name]()
-        lines.append(row(outcome, score(outcome, world, held_out), saelens_rate))
+        load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+        rows.append(cells(outcome, score(outcome, world, held_out), saelens_rate, load))
+        lines.append(row(rows[-1], outcome.note))
         print(lines[-1], flush=True)
     print("\n" + "\n".join(lines))
+    print("\n" + markdown(rows) + "\n")
     print(
         "samples/s of a grid counts every SAE's samples (aggregate); 'vs SAEL' divides by the "
         "latest SAELens one-SAE rate, which is also its aggregate rate for runs one after "
-        "another. EV: explained variance; dead: latents never active on the held-out sample."
+        "another. EV: explained variance; dead: latents never active on the held-out sample; "
+        "load: 1-minute load average at the end of the run."
     )
 
 

@@ -37,3 +37,15 @@ def test_cpu_description_without_bf16_flags_or_cpuinfo():
 def test_schedule_interleaves_and_reverses_every_other_repeat():
     assert benchmark.schedule(["a", "b", "c"], 3) == list("abccbaabc")
     assert benchmark.schedule(["a"], 0) == []
+
+
+def test_rows_and_markdown_table():
+    values = ["ours", "1,024", "1.0", "1,024", "2.00x", "0.900", "0.800", "3", "8.0", "0.5"]
+    assert len(values) == len(benchmark.COLUMNS)
+    assert benchmark.row(values, "note").startswith("ours ") and benchmark.row(
+        values, "note"
+    ).endswith("0.5  note")
+    table = benchmark.markdown([values]).splitlines()
+    assert table[0] == "| " + " | ".join(benchmark.COLUMNS) + " |"
+    assert table[1].count("---") == len(benchmark.COLUMNS)
+    assert table[2] == "| " + " | ".join(values) + " |"

@@ -6,7 +6,7 @@ import torch
 import superpose
 from superpose import SparseFeatures, ToyModel, TrainingDiverged
 from superpose.sae import SAE, ModelActivations, Superposed, evaluate, train
-from superpose.sae.sources import sample_for
+from superpose.sae.sources import activations_for, sample_for
 from superpose.sae.train import HISTORY, resample_dead
 
 QUICK = {"steps": 30, "batch_size": 64, "log_every": 10, "progress": False}
@@ -90,7 +90,7 @@ def test_identical_instances_train_identically_and_runs_reproduce():
     assert set(result.history) == set(HISTORY)
     assert all(h.shape == (3, 2) for h in result.history.values())
     assert result.history_steps.tolist() == [10, 20, 30]
-    assert result.method == "reference" and result.steps == 30 and result.samples_per_second > 0
+    assert result.method == "fast" and result.steps == 30 and result.samples_per_second > 0
     torch.testing.assert_close(first.W_dec.norm(dim=-1), torch.ones(2, 16))  # renormalised
     assert not first.training  # left in inference mode: BatchTopK uses its threshold
     assert (first.threshold > 0).all()
@@ -156,7 +156,8 @@ def test_divergence_names_step_and_instance():
         ({"steps": 0}, ValueError, "steps must be a positive integer"),
         ({"lr": -1.0}, ValueError, "lr must be a positive"),
         ({"schedule": "step"}, ValueError, "schedule must be one of"),
-        ({"method": "fast"}, ValueError, r"method must be one of \('auto', 'reference'\)"),
+        ({"method": "quick"}, ValueError, r"method must be one of \('auto', 'reference', 'fast'\)"),
+        ({"method": "fast"}, ValueError, "method='fast' supports the topk and batchtopk kinds"),
         ({"sparsity_warmup_steps": 50}, ValueError, "sparsity_warmup_steps must be an int"),
         ({"dead_window": 0}, ValueError, "dead_window must be a positive integer"),
         ({"resample_every": 0}, ValueError, "resample_every must be a positive integer"),
@@ -172,3 +173,16 @@ def test_bad_sae_or_source():
         train(SAE("relu", 1, 6, 16), _source(), **QUICK)
     with pytest.raises(TypeError, match=r"sae must be a superpose\.sae SAE"):
         train(ToyModel(), _source(), **QUICK)
+
+
+def test_superposed_builds_sparse_batches_from_the_active_features_only():
+    features = SparseFeatures(64, [[0.01] * 64, [0.02] * 64], magnitude="exponential", seed=0)
+    source = Superposed(features, 16, seed=0)
+    assert features.sparse_instances().all()
+    x = source.sample(200, generator=torch.Generator().manual_seed(1))
+    dense, f = source.sample_with_features(200, generator=torch.Generator().manual_seed(1))
+    torch.testing.assert_close(x, dense)  # same features, summed in another order
+    torch.testing.assert_close(source.activations(f.to_sparse()), f @ source.directions)
+    generator = torch.Generator().manual_seed(2)
+    shared = activations_for(Superposed(SparseFeatures(64, 0.01), 16), 3, 5, generator)
+    assert shared.shape == (3, 5, 16) and torch.equal(shared[0], shared[2])

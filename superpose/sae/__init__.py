@@ -12,8 +12,8 @@
 Modules: :mod:`~superpose.sae.sources` (activation sources), :mod:`~superpose.sae.base`
 (the shared SAE module and registry), one module per kind (:mod:`~superpose.sae.relu`,
 :mod:`~superpose.sae.topk`, :mod:`~superpose.sae.jumprelu`,
-:mod:`~superpose.sae.matryoshka`), :mod:`~superpose.sae.train` and
-:mod:`~superpose.sae.metrics`.
+:mod:`~superpose.sae.matryoshka`), :mod:`~superpose.sae.train` (its fast path for the TopK
+kinds in :mod:`~superpose.sae.fast`) and :mod:`~superpose.sae.metrics`.
 """
 
 from superpose.sae.base import KINDS, SAE, SparseAutoencoder

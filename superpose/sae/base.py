@@ -226,7 +226,8 @@ class SparseAutoencoder(Saveable):
     @torch.no_grad()
     def observe(self, z: torch.Tensor) -> None:
         """Called by the trainer with each training batch's latents ``(instance, batch,
-        d_sae)`` after the optimiser step (BatchTopK estimates its threshold here)."""
+        d_sae)``, dense or (from the fast path) sparse COO, after the optimiser step
+        (BatchTopK estimates its threshold here)."""
 
     def hyperparameters(self) -> dict[str, Any]:
         """The kind's JSON-serialisable keyword arguments (per-instance values as lists)."""

@@ -135,8 +135,34 @@ class Superposed(ActivationSource):
         ).to(features.device)
 
     def activations(self, features: torch.Tensor) -> torch.Tensor:
-        """``f D``: ``(instance, batch, n_features) → (instance, batch, d_model)``."""
-        return features @ self.directions
+        """``f D``: ``(instance, batch, n_features) → (instance, batch, d_model)``; ``features``
+        may be a sparse COO tensor (then only its entries are read)."""
+        if not features.is_sparse:
+            return features @ self.directions
+        features = features.coalesce()
+        instance, row, feature = features.indices()
+        n_instances, batch_size = features.shape[:2]
+        bag = instance * batch_size + row  # sorted: one bag of features per sample
+        offsets = torch.searchsorted(bag, torch.arange(n_instances * batch_size, device=bag.device))
+        x = torch.nn.functional.embedding_bag(
+            feature, self.directions, offsets, mode="sum", per_sample_weights=features.values()
+        )
+        return x.view(n_instances, batch_size, self.d_model)
+
+    def sample(
+        self,
+        batch_size: int | None,
+        n_instances: int | None = None,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """Activations ``(instance, batch, d_model)``, built from the active features only
+        (:meth:`superpose.data.SparseFeatures.sample_sparse`) when the features are drawn
+        sparsely (the same batches as :meth:`sample_with_features` up to float rounding)."""
+        features = self.features
+        instances = self.n_instances if n_instances is None else n_instances
+        if features.is_finite or not features.sparse_instances(instances).all():
+            return super().sample(batch_size, n_instances, generator)
+        return self.activations(features.sample_sparse(batch_size, n_instances, generator))
 
 
 class ModelActivations(ActivationSource):
@@ -204,6 +230,16 @@ def sample_for(
         x, f = source.sample_with_features(batch_size, 1, generator)
         return x.expand(n_instances, -1, -1), f.expand(n_instances, -1, -1)
     return source.sample_with_features(batch_size, n_instances, generator)
+
+
+def activations_for(
+    source: ActivationSource, n_instances: int, batch_size: int, generator: torch.Generator
+) -> torch.Tensor:
+    """The activations of :func:`sample_for` alone, ``(n_instances, batch, d_model)`` (without
+    materialising the features where the source need not)."""
+    if source.n_instances == 1:
+        return source.sample(batch_size, 1, generator).expand(n_instances, -1, -1)
+    return source.sample(batch_size, n_instances, generator)
 
 
 def check_source(source: object, n_instances: int, d_in: int) -> ActivationSource:

@@ -132,8 +132,15 @@ class BatchTopKSAE(TopKSAE):
 
     @torch.no_grad()
     def observe(self, z: torch.Tensor) -> None:
-        """Move ``θ`` toward the smallest positive latent of the batch (per instance)."""
-        smallest = z.masked_fill(z <= 0, torch.inf).flatten(1).amin(-1)
+        """Move ``θ`` toward the smallest positive latent of the batch (per instance); ``z``
+        may be a sparse COO tensor."""
+        if z.is_sparse:
+            z = z.coalesce()
+            values = z.values().masked_fill(z.values() <= 0, torch.inf)
+            smallest = values.new_full((self.n_instances,), torch.inf)
+            smallest.scatter_reduce_(0, z.indices()[0], values, "amin")
+        else:
+            smallest = z.masked_fill(z <= 0, torch.inf).flatten(1).amin(-1)
         seen = torch.isfinite(smallest)
         average = THRESHOLD_DECAY * self.threshold + (1 - THRESHOLD_DECAY) * smallest
         updated = torch.where(self.threshold < 0, smallest, average)

@@ -16,6 +16,12 @@ in the tests). The TopK kinds feed the dead mask to their AuxK loss. Resampling
 (:func:`resample_dead`, after Bricken et al. 2023) re-initialises dead latents toward
 badly reconstructed inputs every ``resample_every`` steps; it is off by default
 (Anthropic's April 2024 update dropped it) and works for every kind.
+
+Each step's gradients come from autograd on the SAE's own loss (:func:`loss_and_backward`,
+the readable reference) or, for the TopK kinds, from :mod:`superpose.sae.fast`
+(hand-written, touching only the active latents; tested equal). A source with one instance
+is sampled once per step and shared by every SAE instance, and a
+:class:`~superpose.sae.Superposed` source builds its batch from the active features only.
 """
 
 from __future__ import annotations
@@ -27,12 +33,16 @@ import torch
 from tqdm.auto import tqdm
 
 from superpose._checks import make_generator, positive_int, resolve_device
+from superpose.sae import fast
 from superpose.sae.base import SparseAutoencoder
-from superpose.sae.sources import ActivationSource, check_source, sample_for
+from superpose.sae.sources import ActivationSource, activations_for, check_source
 from superpose.train import _check_finite, check_optimizer_settings, lr_factor
 
-METHODS = ("auto", "reference")
+METHODS = ("auto", "reference", "fast")
 """Ways to compute each step's gradients; see :func:`train`."""
+
+PRECISIONS = fast.PRECISIONS
+"""Encoder-product precisions of :func:`train` (``"bf16"`` needs ``method="fast"``)."""
 
 HISTORY = ("loss", "mse", "sparsity", "aux", "l0", "dead_fraction")
 """Per-instance quantities logged by :func:`train`."""
@@ -51,7 +61,8 @@ class SAETrainResult:
         steps: optimisation steps taken.
         samples_per_second: ``steps · batch_size / wall_time`` (per instance).
         device: where it ran.
-        method: how the gradients were computed.
+        method: how the gradients were computed, ``"fast"`` or ``"reference"``.
+        precision: the encoder product's precision, ``"fp32"`` or ``"bf16"``.
     """
 
     history_steps: torch.Tensor
@@ -61,6 +72,7 @@ class SAETrainResult:
     samples_per_second: float
     device: str
     method: str
+    precision: str = "fp32"
 
 
 def loss_and_backward(
@@ -81,6 +93,21 @@ def loss_and_backward(
     total = parts["mse"] + sparsity_scale * parts["sparsity"] + parts["aux"]
     total.sum().backward()
     return {name: value.detach() for name, value in parts.items()}, z.detach()
+
+
+def firing(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Which latents fired ``(instance, d_sae)`` (bool) and the mean active latents per sample
+    ``(instance,)`` for latents ``z: (instance, batch, d_sae)``, dense or sparse COO."""
+    n_instances, batch_size, d_sae = z.shape
+    if not z.is_sparse:
+        positive = z > 0
+        return positive.any(1), positive.sum(-1).float().mean(-1)
+    z = z.coalesce()
+    instance, _, latent = z.indices()[:, z.values() > 0]
+    fired = torch.zeros(n_instances * d_sae, dtype=torch.bool, device=z.device)
+    fired[instance * d_sae + latent] = True
+    l0 = torch.bincount(instance, minlength=n_instances).float() / batch_size
+    return fired.view(n_instances, d_sae), l0
 
 
 @torch.no_grad()
@@ -152,6 +179,7 @@ def train(
     device: str | torch.device | None = "cpu",
     progress: bool = True,
     method: str = "auto",
+    precision: str = "fp32",
 ) -> SAETrainResult:
     """Train every instance of ``sae`` on ``source`` with Adam; the SAE is updated in place
     and left in inference mode (``sae.eval()``: BatchTopK then uses its threshold).
@@ -177,8 +205,17 @@ def train(
         device: ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"auto"``.
         progress: show a progress bar.
         method: ``"reference"``: the SAE's own loss differentiated by autograd, with
-            ``torch.optim.Adam`` (the readable definition); ``"auto"`` picks it (the only
-            method so far: a faster path plugs in beside :func:`loss_and_backward`).
+            ``torch.optim.Adam`` (the readable definition). ``"fast"``: the same objective
+            with hand-written gradients that touch only the active latents
+            (:mod:`superpose.sae.fast`, TopK and BatchTopK SAEs) and the fused Adam: the same
+            gradients up to float rounding, several times faster
+            (``experiments/sae_benchmark.py`` measures it). ``"auto"`` picks ``"fast"``
+            whenever :func:`superpose.sae.fast.supports` the SAE.
+        precision: ``"fp32"``, or ``"bf16"`` (with ``method="fast"``): the encoder product
+            from bfloat16 operands, used to select the active latents, whose values,
+            gradients, weights and optimiser state stay float32. Only pays on CPUs with bf16
+            matrix instructions (AMX or AVX512-BF16); it can change which latents are kept
+            where pre-activations nearly tie.
 
     Raises:
         TrainingDiverged: a loss became NaN/inf; the error names the step and instances.
@@ -200,16 +237,32 @@ def train(
         resample_every = positive_int("resample_every", resample_every)
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
-    method = "reference"
+    if method == "fast" and not fast.supports(sae):
+        raise ValueError(
+            f"method='fast' supports the topk and batchtopk kinds, not {sae.kind!r}; use "
+            "method='auto' or 'reference'"
+        )
+    if method == "auto":
+        method = "fast" if fast.supports(sae) else "reference"
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    if precision != "fp32" and method != "fast":
+        raise ValueError(
+            f"precision={precision!r} needs method='fast' (topk and batchtopk kinds); the "
+            "reference method is float32"
+        )
     device = resolve_device(device)
 
     sae.to(device).train()
     generator = make_generator(seed, source.features.device)
-    optimizer = torch.optim.Adam(sae.parameters(), lr=lr, betas=(0.9, 0.999))
+    optimizer = torch.optim.Adam(
+        sae.parameters(), lr=lr, betas=(0.9, 0.999), fused=method == "fast"
+    )
     since_fired = torch.zeros(sae.n_instances, sae.d_sae, dtype=torch.long, device=device)
     n_logs = steps // log_every + (steps % log_every > 0)
     history = {name: torch.zeros(n_logs, sae.n_instances) for name in HISTORY}
     interval = {name: torch.zeros(log_every, sae.n_instances, device=device) for name in HISTORY}
+    workspace: dict[str, torch.Tensor] = {}  # the fast path's reused buffers
     bar = tqdm(total=steps, disable=not progress, desc=f"train SAE {sae.kind}", unit="step")
     start = time.perf_counter()
     for step in range(steps):
@@ -218,18 +271,21 @@ def train(
         sparsity_scale = (
             min(1.0, (step + 1) / sparsity_warmup_steps) if sparsity_warmup_steps else 1.0
         )
-        x = sample_for(source, sae.n_instances, batch_size, generator)[0].to(device)
+        x = activations_for(source, sae.n_instances, batch_size, generator).to(device)
         if step == 0:
             with torch.no_grad():
                 sae.b_dec.copy_(x.mean(1))
         dead = since_fired >= dead_window
         optimizer.zero_grad(set_to_none=True)
-        parts, z = loss_and_backward(sae, x, dead, sparsity_scale)
+        if method == "fast":
+            parts, z = fast.loss_and_backward(sae, x, dead, sparsity_scale, precision, workspace)
+        else:
+            parts, z = loss_and_backward(sae, x, dead, sparsity_scale)
         optimizer.step()
         if sae.unit_decoder:
             normalize_decoder(sae)
         sae.observe(z)
-        fired = (z > 0).any(1)
+        fired, l0 = firing(z)
         since_fired = torch.where(fired, 0, since_fired + batch_size)
         if resample_every is not None and (step + 1) % resample_every == 0:
             if step + resample_every < steps:
@@ -240,7 +296,7 @@ def train(
         interval["loss"][row] = parts["mse"] + sparsity_scale * parts["sparsity"] + parts["aux"]
         for name in ("mse", "sparsity", "aux"):
             interval[name][row] = parts[name]
-        interval["l0"][row] = (z > 0).sum(-1).float().mean(-1)
+        interval["l0"][row] = l0
         interval["dead_fraction"][row] = dead.float().mean(-1)
         if (step + 1) % log_every == 0 or step + 1 == steps:
             _check_finite(interval["loss"][: row + 1], first_step=step - row)
@@ -259,4 +315,5 @@ def train(
         samples_per_second=steps * batch_size / wall_time,
         device=str(device),
         method=method,
+        precision=precision,
     )
