@@ -267,13 +267,7 @@ def plot_feature_directions_colored(
                 va="center",
             )
     limit = max(1.3, 1.25 * float(np.abs(W).max()))
-    ax.set_xlim(-limit, limit)
-    ax.set_ylim(-limit, limit)
-    ax.set_aspect("equal")
-    ax.axhline(0, color="0.85", lw=0.5, zorder=0)
-    ax.axvline(0, color="0.85", lw=0.5, zorder=0)
-    ax.set_xticks([])
-    ax.set_yticks([])
+    _square_axes(ax, limit)
 
 
 def neuron_weights_figure(
@@ -370,13 +364,7 @@ def plot_vectors_2d(ax: Axes, vectors: np.ndarray, color: str, lw: float = 1.2) 
     ax.add_collection(LineCollection(segments, colors=color, linewidths=lw, alpha=0.8))
     ax.scatter(vectors[:, 0], vectors[:, 1], color=color, s=8, zorder=3, lw=0)
     limit = 1.15 * max(float(np.abs(vectors).max()), 1e-6)
-    ax.set_xlim(-limit, limit)
-    ax.set_ylim(-limit, limit)
-    ax.set_aspect("equal")
-    ax.axhline(0, color="0.85", lw=0.5, zorder=0)
-    ax.axvline(0, color="0.85", lw=0.5, zorder=0)
-    ax.set_xticks([])
-    ax.set_yticks([])
+    _square_axes(ax, limit)
 
 
 def plot_heatmap(
@@ -421,3 +409,15 @@ def plot_heatmap(
     ax.set_xticks(np.arange(values.shape[1]), x_labels)
     ax.set_yticks(np.arange(values.shape[0]), y_labels)
     return image
+
+
+def _square_axes(ax: Axes, limit: float) -> None:
+    """Square, tick-free axes over ``[-limit, limit]²`` with faint lines through the origin
+    (for 2-D feature directions and hidden vectors)."""
+    ax.set_xlim(-limit, limit)
+    ax.set_ylim(-limit, limit)
+    ax.set_aspect("equal")
+    ax.axhline(0, color="0.85", lw=0.5, zorder=0)
+    ax.axvline(0, color="0.85", lw=0.5, zorder=0)
+    ax.set_xticks([])
+    ax.set_yticks([])
