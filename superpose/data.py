@@ -24,9 +24,10 @@ depend on the thread count, so batches depend only on the seed).
 Independent features (no sets, hierarchy or correlation; a named magnitude) can instead be
 drawn sparsely, touching only the active entries: :func:`bernoulli_positions` draws the
 gaps between each feature's successes (geometric), then one uniform per active entry gives
-its magnitude. The distribution is the same, the numbers for a seed are not;
-:meth:`SparseFeatures.draw` does this for instances whose mean probability is below
-:data:`SPARSE_DENSITY`, and :meth:`SparseFeatures.sample_sparse` returns the sparse tensor.
+its magnitude. The distribution is the same, the numbers for a seed are not, so
+:meth:`SparseFeatures.sample` and :meth:`SparseFeatures.draw` stay dense (a seed gives the
+batches it always gave) and :meth:`SparseFeatures.sample_sparse` returns the sparse tensor;
+the SAE sources use it for instances whose mean probability is below :data:`SPARSE_DENSITY`.
 """
 
 from __future__ import annotations
@@ -389,8 +390,8 @@ def uniform(
 
 
 SPARSE_DENSITY = 0.03
-"""Mean firing probability below which :meth:`SparseFeatures.draw` samples an instance
-sparsely (see :meth:`SparseFeatures.sparse_instances`).
+"""Mean firing probability below which sampling an instance sparsely pays (see
+:meth:`SparseFeatures.sparse_instances`; the SAE sources use it).
 
 The crossover, measured for a dense ``(1, 1024, 1024)`` batch of uniform magnitudes on one
 thread of a loaded 2-core CPU: dense 10 ms at every density; sparse then materialised 5 ms at
@@ -633,8 +634,9 @@ class SparseFeatures:
         return plain and any(self._inverse_cdf is named for named in MAGNITUDES.values())
 
     def sparse_instances(self, n_instances: int | None = None) -> torch.Tensor:
-        """``(n_instances,)`` bool: the instances that :meth:`draw` samples sparsely, those of
-        independent features whose mean firing probability is below :data:`SPARSE_DENSITY`."""
+        """``(n_instances,)`` bool: the instances for which :meth:`sample_sparse` pays (the SAE
+        sources then use it), those of independent features whose mean firing probability is
+        below :data:`SPARSE_DENSITY`."""
         instances = self.feature_probability.shape[0] if n_instances is None else n_instances
         density = broadcast_instances(
             "feature_probability", self.feature_probability, instances
@@ -691,35 +693,13 @@ class SparseFeatures:
         """Fresh samples ``(n_instances, batch_size, n_features)`` from the distribution,
         ignoring any finite data set (held-out evaluation uses this); unit-norm rows when
         ``normalize``."""
-        x = self._draw_features(batch_size, n_instances, generator)
-        if self.normalize:  # an all-zero row divides by ``tiny`` and stays zero
-            x.div_(torch.linalg.vector_norm(x, dim=-1, keepdim=True).clamp_min_(_TINY))
-        return x
-
-    def _draw_features(
-        self, batch_size: int, n_instances: int, generator: torch.Generator
-    ) -> torch.Tensor:
-        """:meth:`draw` before the optional rescaling.
-
-        Instances of :meth:`sparse_instances` are drawn sparsely and then materialised, the
-        others densely (one uniform per element): the same distribution either way, but not
-        the same numbers for a seed.
-        """
         probability = broadcast_instances(
             "feature_probability", self.feature_probability, n_instances
         ).to(generator.device)
-        sparse = self.sparse_instances(n_instances).to(generator.device)
-        if not sparse.any():
-            return self._draw_dense(probability[:, None, :], batch_size, generator)
-        indices, value = self._draw_active(probability[sparse], batch_size, generator)
-        batch = torch.zeros(int(sparse.sum()), batch_size, self.n_features, device=value.device)
-        batch[indices.unbind()] = value
-        if sparse.all():
-            return batch
-        out = torch.empty(n_instances, batch_size, self.n_features, device=generator.device)
-        out[sparse] = batch
-        out[~sparse] = self._draw_dense(probability[~sparse, None, :], batch_size, generator)
-        return out
+        x = self._draw_dense(probability[:, None, :], batch_size, generator)
+        if self.normalize:  # an all-zero row divides by ``tiny`` and stays zero
+            x.div_(torch.linalg.vector_norm(x, dim=-1, keepdim=True).clamp_min_(_TINY))
+        return x
 
     def _draw_dense(
         self, probability: torch.Tensor, batch_size: int, generator: torch.Generator

@@ -149,6 +149,27 @@ class Superposed(ActivationSource):
         )
         return x.view(n_instances, batch_size, self.d_model)
 
+    def _sparse(self, n_instances: int | None) -> bool:
+        """Whether batches are drawn sparsely: infinite data whose every instance is in
+        :meth:`superpose.data.SparseFeatures.sparse_instances`."""
+        instances = self.n_instances if n_instances is None else n_instances
+        features = self.features
+        return not features.is_finite and bool(features.sparse_instances(instances).all())
+
+    def sample_with_features(
+        self,
+        batch_size: int | None,
+        n_instances: int | None = None,
+        generator: torch.Generator | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """As :meth:`ActivationSource.sample_with_features`, drawing the features sparsely
+        (:meth:`superpose.data.SparseFeatures.sample_sparse`) where that pays, so that the
+        batches equal :meth:`sample`'s."""
+        if not self._sparse(n_instances):
+            return super().sample_with_features(batch_size, n_instances, generator)
+        features = self.features.sample_sparse(batch_size, n_instances, generator)
+        return self.activations(features), features.to_dense()
+
     def sample(
         self,
         batch_size: int | None,
@@ -156,13 +177,11 @@ class Superposed(ActivationSource):
         generator: torch.Generator | None = None,
     ) -> torch.Tensor:
         """Activations ``(instance, batch, d_model)``, built from the active features only
-        (:meth:`superpose.data.SparseFeatures.sample_sparse`) when the features are drawn
-        sparsely (the same batches as :meth:`sample_with_features` up to float rounding)."""
-        features = self.features
-        instances = self.n_instances if n_instances is None else n_instances
-        if features.is_finite or not features.sparse_instances(instances).all():
+        where the features are drawn sparsely (the same batches as
+        :meth:`sample_with_features` up to float rounding)."""
+        if not self._sparse(n_instances):
             return super().sample(batch_size, n_instances, generator)
-        return self.activations(features.sample_sparse(batch_size, n_instances, generator))
+        return self.activations(self.features.sample_sparse(batch_size, n_instances, generator))
 
 
 class ModelActivations(ActivationSource):
