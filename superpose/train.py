@@ -76,6 +76,23 @@ def lr_factor(step: int, steps: int, schedule: str = "constant", warmup_steps: i
     return 1.0
 
 
+def resolve_method(method: str, supported: bool, unsupported: str) -> str:
+    """The gradient method a trainer runs: ``method`` from :data:`METHODS`, with ``"auto"``
+    resolved to ``"fast"`` where ``supported`` and ``"reference"`` otherwise.
+
+    Raises:
+        ValueError: an unknown ``method``, or ``"fast"`` where it is not ``supported``
+            (``unsupported`` completes the message ``method='fast' ...``).
+    """
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    if method == "fast" and not supported:
+        raise ValueError(f"method='fast' {unsupported}; use method='auto' or 'reference'")
+    if method == "auto":
+        return "fast" if supported else "reference"
+    return method
+
+
 def check_optimizer_settings(
     steps: int, lr: float, schedule: str, warmup_steps: int, weight_decay: float
 ) -> None:
@@ -268,15 +285,12 @@ def train(
     check_optimizer_settings(steps, lr, schedule, warmup_steps, weight_decay)
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
         raise TypeError(f"seed must be an int or None, got {seed!r}")
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
-    if method == "fast" and not fast.supports(model):
-        raise ValueError(
-            f"method='fast' does not support {type(model).__name__}, which overrides the "
-            "ToyModel forward pass or loss; use method='auto' or 'reference'"
-        )
-    if method == "auto":
-        method = "fast" if fast.supports(model) else "reference"
+    method = resolve_method(
+        method,
+        fast.supports(model),
+        f"does not support {type(model).__name__}, which overrides the ToyModel forward pass "
+        "or loss",
+    )
     device = resolve_device(device)
 
     model.to(device)

@@ -36,10 +36,12 @@ from superpose._checks import make_generator, positive_int, resolve_device
 from superpose.sae import fast
 from superpose.sae.base import SparseAutoencoder
 from superpose.sae.sources import ActivationSource, activations_for, check_source
-from superpose.train import _check_finite, check_optimizer_settings, lr_factor
-
-METHODS = ("auto", "reference", "fast")
-"""Ways to compute each step's gradients; see :func:`train`."""
+from superpose.train import (
+    _check_finite,
+    check_optimizer_settings,
+    lr_factor,
+    resolve_method,
+)
 
 PRECISIONS = fast.PRECISIONS
 """Encoder-product precisions of :func:`train` (``"bf16"`` needs ``method="fast"``)."""
@@ -235,15 +237,9 @@ def train(
         )
     if resample_every is not None:
         resample_every = positive_int("resample_every", resample_every)
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
-    if method == "fast" and not fast.supports(sae):
-        raise ValueError(
-            f"method='fast' supports the topk and batchtopk kinds, not {sae.kind!r}; use "
-            "method='auto' or 'reference'"
-        )
-    if method == "auto":
-        method = "fast" if fast.supports(sae) else "reference"
+    method = resolve_method(
+        method, fast.supports(sae), f"supports the topk and batchtopk kinds, not {sae.kind!r}"
+    )
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     if precision != "fp32" and method != "fast":
