@@ -93,11 +93,18 @@ def feature_recovery(
         directions: ``(n_features, d_in)`` the true feature directions.
         threshold: ``|cos|`` above which a feature counts as recovered.
     """
-    cosines = abs_cosines(sae_or_W_dec, directions)
+    return _recovery(abs_cosines(sae_or_W_dec, directions), threshold)[0]
+
+
+def _recovery(
+    cosines: torch.Tensor, threshold: float = 0.9
+) -> tuple[pd.DataFrame, torch.Tensor, torch.Tensor]:
+    """:func:`feature_recovery`'s table for ``cosines: (instance, d_sae, n_features)``, with
+    the :func:`matching` it used (so that :func:`evaluate` solves it once)."""
     best = cosines.amax(1)  # (instance, n_features)
     latents, features = matching(cosines)
     matched = torch.gather(cosines.flatten(1), 1, latents * cosines.shape[2] + features)
-    return pd.DataFrame(
+    table = pd.DataFrame(
         {
             "instance": np.arange(cosines.shape[0]),
             "mmcs": best.mean(1).cpu().numpy(),
@@ -105,6 +112,7 @@ def feature_recovery(
             "recovered": (best > threshold).float().mean(1).cpu().numpy(),
         }
     )
+    return table, latents, features
 
 
 @torch.no_grad()
@@ -141,8 +149,7 @@ def evaluate(
     batch_size = positive_int("batch_size", batch_size)
     device = sae.W_dec.device
     generator = make_generator(seed, source.features.device)
-    recovery = feature_recovery(sae, source.directions)
-    latents, features = matching(abs_cosines(sae, source.directions))
+    recovery, latents, features = _recovery(abs_cosines(sae, source.directions))
     latents, features = latents.to(device), features.to(device)
 
     sums = {
