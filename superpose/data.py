@@ -560,6 +560,12 @@ class SparseFeatures:
         self.hierarchy = hierarchy
         self._levels, exclusive_groups = self._hierarchy_layout()
         self._set_index, self._lower, self._upper = self._set_layout(exclusive_groups)
+        # read once here, never while sampling: a sampler that reads a device tensor's value
+        # would wait for the GPU (and could not be recorded in a CUDA graph)
+        self._n_sets = 0 if self._set_index is None else int(self._set_index.max()) + 1
+        self._shared_probability = bool(
+            (self.feature_probability == self.feature_probability[..., :1]).all()
+        )
         self.marginal_probability = self._marginal_probability()
         """``(instance or 1, n_features)`` probability that each feature fires: equals
         ``feature_probability`` except for hierarchy children (the product along the ancestry;
@@ -624,6 +630,11 @@ class SparseFeatures:
             positive_int("n_instances", instances),
             generator,
         )
+
+    def generators(self, generator: torch.Generator | None = None) -> list[torch.Generator]:
+        """The generators that ``sample(..., generator=generator)`` draws from (the trainer
+        registers them with a CUDA graph, which then advances them on every replay)."""
+        return [self.generator if generator is None else generator]
 
     @property
     def independent(self) -> bool:
@@ -713,7 +724,7 @@ class SparseFeatures:
             # The common case in one division and one threshold (a masked where is several
             # times slower): u < p exactly when the rounded u/p < 1, and -u/p > -1 keeps it.
             # With p = 0 clamped to tiny, only u = 0 counts as active, with magnitude 0.
-            if bool((probability == probability[..., :1]).all()):
+            if self._shared_probability:
                 probability = probability[..., :1]  # one per instance: a faster broadcast
             negative_source = u.div_(-probability.clamp_min(torch.finfo(u.dtype).tiny))
             return torch.threshold_(negative_source, -1.0, -0.0).neg_()
@@ -726,8 +737,7 @@ class SparseFeatures:
             active = u < threshold
             source = u / threshold.clamp_min(torch.finfo(u.dtype).tiny)
         else:
-            n_sets = int(self._set_index.max()) + 1
-            w = uniform((n_instances, batch_size, n_sets), generator)
+            w = uniform((n_instances, batch_size, self._n_sets), generator)
             in_set = self._set_index >= 0
             w = torch.where(in_set, w[..., self._set_index.clamp_min(0)], u)
             lower = torch.where(in_set, self._lower * probability, 0.0)
@@ -866,7 +876,7 @@ class SparseFeatures:
         exclusive += [("hierarchy: exclusive siblings", group) for group in exclusive_groups]
         if not self.correlated_sets and not exclusive:
             return None, torch.zeros(0), torch.zeros(0)
-        p = self.feature_probability
+        p = self.feature_probability.cpu()
         set_index = torch.full((self.n_features,), -1, dtype=torch.long)
         lower = torch.zeros(p.shape)
         upper = torch.ones(p.shape)

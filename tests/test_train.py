@@ -159,10 +159,17 @@ def test_lr_schedules():
         ({"device": "cuda:7"}, ValueError, "CUDA is not available"),
         ({"device": "tpu"}, ValueError, "device must be"),
         ({"seed": 1.5}, TypeError, "seed must be an int or None"),
+        ({"compile": 1}, TypeError, "compile must be True or False"),
+        ({"compile": True}, ValueError, "compile=True needs method='fast' on a CUDA device"),
+        (
+            {"compile": True, "method": "reference", "device": "cuda"},
+            ValueError,
+            "compile=True needs" if torch.cuda.is_available() else "CUDA is not available",
+        ),
     ],
 )
 def test_bad_input_fails_before_training(kwargs, error, match):
-    if kwargs.get("device", "").startswith("cuda") and torch.cuda.is_available():
+    if kwargs.get("device") == "cuda:7" and torch.cuda.is_available():
         pytest.skip("CUDA is available here")
     model = ToyModel("relu", 2, 3, 2, seed=0)
     W = model.W.detach().clone()

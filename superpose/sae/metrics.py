@@ -70,12 +70,13 @@ def matching(cosines: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         cosines: ``(instance, d_sae, n_features)`` from :func:`abs_cosines`.
 
     Returns:
-        ``(latents, features)``, each ``(instance, min(d_sae, n_features))`` int64: pair
+        ``(latents, features)``, each ``(instance, min(d_sae, n_features))`` int64 on
+        ``cosines``' device: pair
         ``p`` of instance ``i`` matches latent ``latents[i, p]`` with ``features[i, p]``.
     """
     pairs = [linear_sum_assignment(c.cpu().double().numpy(), maximize=True) for c in cosines]
-    latents = torch.as_tensor(np.stack([rows for rows, _ in pairs]))
-    features = torch.as_tensor(np.stack([columns for _, columns in pairs]))
+    latents = torch.as_tensor(np.stack([rows for rows, _ in pairs]), device=cosines.device)
+    features = torch.as_tensor(np.stack([columns for _, columns in pairs]), device=cosines.device)
     return latents, features
 
 

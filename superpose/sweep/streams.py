@@ -80,8 +80,8 @@ class CellStreams(SparseFeatures):
         tiny = torch.finfo(self.feature_probability.dtype).tiny
         self._divisor = self.feature_probability.clamp_min(tiny)[:, None, :]
 
-    def stream_draw(self, rows: int, stream: int) -> torch.Tensor:
-        """The next ``rows`` samples of ``stream``: ``(instance, rows, n_features)``."""
+    def stream_generators(self, stream: int) -> list[torch.Generator]:
+        """One generator per distinct cell seed for ``stream`` (created on first use)."""
         generators = self._generators.get(stream)
         if generators is None:
             generators = [
@@ -89,6 +89,17 @@ class CellStreams(SparseFeatures):
                 for s in self._distinct
             ]
             self._generators[stream] = generators
+        return generators
+
+    def generators(self, generator: torch.Generator | None = None) -> list[torch.Generator]:
+        """The stream generators that ``draw(..., generator)`` uses (see :meth:`draw`)."""
+        return self.stream_generators(
+            (self.generator if generator is None else generator).initial_seed()
+        )
+
+    def stream_draw(self, rows: int, stream: int) -> torch.Tensor:
+        """The next ``rows`` samples of ``stream``: ``(instance, rows, n_features)``."""
+        generators = self.stream_generators(stream)
         u = torch.stack(
             [torch.rand(rows, self.n_features, generator=g, device=self.device) for g in generators]
         )
