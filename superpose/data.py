@@ -469,6 +469,78 @@ def _fill_pool() -> ThreadPoolExecutor:
 os.register_at_fork(after_in_child=_fill_pool.cache_clear)
 
 
+PART_ELEMENTS = 2**18
+"""Dense batch elements ``(instance × batch × n_features)`` whose instances form one part of a
+:class:`CompactBatch` (about 1 MiB of float32: a part's work stays in cache)."""
+
+
+@dataclass(frozen=True)
+class CompactBatch:
+    """A batch ``(instance, batch_size, n_features)`` stored without most of its all-zero rows.
+
+    A training loss and its gradients are sums over the rows of a batch, so the rows' order
+    does not matter and a row repeated many times is computed once with a weight. Sparse
+    batches have many all-zero rows (at feature probability ``p``, a row of ``n`` features is
+    empty with probability ``(1 − p)ⁿ``); a compact batch keeps each instance's non-empty rows
+    (in any order) and stands for its zero rows with one weighted row.
+
+    Attributes:
+        parts: ``(instances_k, rows_k, n_features)`` tensors for consecutive instances (the
+            first part starts at instance 0). Each row is a row of those instances' batches;
+            the last row stands for ``1 + repeats[k]`` rows.
+        repeats: per part, the further copies of its last row in the batch (all-zero rows;
+            0 when the part holds every row): ``rows_k + repeats[k] = batch_size``.
+        batch_size: rows per instance of the batch it stands for.
+    """
+
+    parts: tuple[torch.Tensor, ...]
+    repeats: tuple[int, ...]
+    batch_size: int
+
+    @classmethod
+    def of(cls, x: torch.Tensor) -> CompactBatch:
+        """A dense batch ``(instance, batch, n_features)`` as one part without repeats."""
+        return cls((x,), (0,), x.shape[1])
+
+    @property
+    def n_instances(self) -> int:
+        """Instances of the batch (the parts' instances together)."""
+        return sum(part.shape[0] for part in self.parts)
+
+    def to(self, device: str | torch.device) -> CompactBatch:
+        """The batch on ``device``."""
+        return CompactBatch(tuple(p.to(device) for p in self.parts), self.repeats, self.batch_size)
+
+    def dense(self) -> torch.Tensor:
+        """The batch ``(instance, batch_size, n_features)`` (rows in the parts' order, then the
+        repeated rows)."""
+        return torch.cat(
+            [
+                torch.cat([part, part[:, -1:].expand(-1, repeats, -1)], 1)
+                for part, repeats in zip(self.parts, self.repeats, strict=True)
+            ]
+        )
+
+
+def row_parts(rows: torch.Tensor, batch_size: int, n_features: int) -> list[tuple[int, int, int]]:
+    """Split instances into the parts of a :class:`CompactBatch`.
+
+    Args:
+        rows: ``(instance,)`` how many leading rows each instance needs (its non-empty rows
+            plus one row that stands for its zero rows; at most ``batch_size``).
+
+    Returns:
+        ``(start, stop, rows)`` per part: consecutive blocks of instances, as many as a dense
+        :data:`PART_ELEMENTS` holds, each with the most rows any of them needs.
+    """
+    size = max(1, PART_ELEMENTS // (batch_size * n_features))
+    starts = range(0, rows.numel(), size)
+    padded = torch.nn.functional.pad(rows, (0, -rows.numel() % size))
+    most = padded.view(-1, size).amax(1).tolist()
+    stops = [min(start + size, rows.numel()) for start in starts]
+    return list(zip(starts, stops, most, strict=True))
+
+
 class SparseFeatures:
     """Seeded generator of sparse feature vectors shaped ``(instance, batch, n_features)``.
 
@@ -624,6 +696,16 @@ class SparseFeatures:
             positive_int("n_instances", instances),
             generator,
         )
+
+    def sample_rows(
+        self,
+        batch_size: int | None,
+        n_instances: int | None = None,
+        generator: torch.Generator | None = None,
+    ) -> CompactBatch:
+        """A batch as a :class:`CompactBatch` (arguments as :meth:`sample`); the trainer
+        draws its batches here."""
+        return CompactBatch.of(self.sample(batch_size, n_instances, generator))
 
     @property
     def independent(self) -> bool:

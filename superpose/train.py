@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 
 from superpose import fast
 from superpose._checks import ArrayLike, make_generator, positive_int, resolve_device
-from superpose.data import SparseFeatures
+from superpose.data import CompactBatch, SparseFeatures
 from superpose.models import ToyModel
 
 SCHEDULES = ("constant", "linear", "cosine")
@@ -238,7 +238,7 @@ def train(
 
     Args:
         model: the instances to train (moved to ``device``).
-        data: batches come from ``data.sample``; for a finite data set, ``batch_size=None``
+        data: batches come from ``data.sample_rows``; for a finite data set, ``batch_size=None``
             trains full-batch on it.
         steps: optimisation steps.
         batch_size: rows per instance per step (a fresh batch each step).
@@ -307,7 +307,7 @@ def train(
     for step in range(steps):
         for group in optimizer.param_groups:
             group["lr"] = lr * lr_factor(step, steps, schedule, warmup_steps)
-        batch = data.sample(batch_size, model.n_instances, generator).to(device)
+        batch = data.sample_rows(batch_size, model.n_instances, generator).to(device)
         optimizer.zero_grad(set_to_none=True)
         interval[step % log_every] = loss_and_backward(model, batch)
         optimizer.step()
@@ -333,10 +333,11 @@ def train(
     )
 
 
-def _autograd_backward(model: ToyModel, batch: torch.Tensor) -> torch.Tensor:
-    """The reference step: per-instance loss ``(instance,)`` of ``batch: (instance, batch,
-    n_features)``, with every parameter's ``.grad`` set by autograd on the summed loss."""
-    loss = model.loss(batch)
+def _autograd_backward(model: ToyModel, batch: CompactBatch) -> torch.Tensor:
+    """The reference step: per-instance loss ``(instance,)`` of the batch ``(instance, batch,
+    n_features)`` that ``batch`` stands for, with every parameter's ``.grad`` set by autograd
+    on the summed loss."""
+    loss = model.loss(batch.dense())
     loss.sum().backward()
     return loss.detach()
 
