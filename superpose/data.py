@@ -470,8 +470,8 @@ os.register_at_fork(after_in_child=_fill_pool.cache_clear)
 
 
 PART_ELEMENTS = 2**18
-"""Dense batch elements ``(instance × batch × n_features)`` whose instances form one part of a
-:class:`CompactBatch` (about 1 MiB of float32: a part's work stays in cache)."""
+"""Most elements ``(instance × rows × n_features)`` of one part of a :class:`CompactBatch` (about
+1 MiB of float32: a part's work stays in cache), unless one instance needs more."""
 
 
 @dataclass(frozen=True)
@@ -522,23 +522,30 @@ class CompactBatch:
         )
 
 
-def row_parts(rows: torch.Tensor, batch_size: int, n_features: int) -> list[tuple[int, int, int]]:
+def row_parts(rows: torch.Tensor, n_features: int) -> list[tuple[int, int, int]]:
     """Split instances into the parts of a :class:`CompactBatch`.
 
     Args:
-        rows: ``(instance,)`` how many leading rows each instance needs (its non-empty rows
-            plus one row that stands for its zero rows; at most ``batch_size``).
+        rows: ``(instance,)`` int64, how many leading rows each instance needs (its non-empty
+            rows plus one row that stands for its zero rows).
 
     Returns:
-        ``(start, stop, rows)`` per part: consecutive blocks of instances, as many as a dense
-        :data:`PART_ELEMENTS` holds, each with the most rows any of them needs.
+        ``(start, stop, rows)`` per part: consecutive blocks of instances needing at most about
+        :data:`PART_ELEMENTS` elements together, each with the most rows any of them needs.
+        A part also ends where the running maximum of the needs reaches the next power of 2,
+        so instances ordered by sparsity form parts of alike needs (padding them by less than
+        2×); in any other order the parts are as large as the budget allows.
     """
-    size = max(1, PART_ELEMENTS // (batch_size * n_features))
-    starts = range(0, rows.numel(), size)
-    padded = torch.nn.functional.pad(rows, (0, -rows.numel() % size))
-    most = padded.view(-1, size).amax(1).tolist()
-    stops = [min(start + size, rows.numel()) for start in starts]
-    return list(zip(starts, stops, most, strict=True))
+    budget = (rows * n_features).cumsum(0).sub_(1).div_(PART_ELEMENTS, rounding_mode="floor")
+    new_part = budget.diff(prepend=budget.new_full((1,), -1)) > 0
+    # and where the running maximum of the needs crosses a power of 2
+    octave = rows.cummax(0).values.double().log2_().floor_()
+    new_part[1:] |= octave.diff() != 0
+    starts = new_part.nonzero().flatten()
+    stops = torch.cat([starts[1:], starts.new_tensor([rows.numel()])])
+    part = new_part.cumsum(0).sub_(1)
+    most = torch.zeros_like(starts).scatter_reduce_(0, part, rows, "amax", include_self=False)
+    return list(zip(starts.tolist(), stops.tolist(), most.tolist(), strict=True))
 
 
 class SparseFeatures:

@@ -49,9 +49,7 @@ def matmul(a: torch.Tensor, b: torch.Tensor, add: torch.Tensor | None = None) ->
     q, r = b.shape[1], b.shape[2]
     if q * r > SMALL_PRODUCT:
         return torch.bmm(a, b) if add is None else torch.baddbmm(add, a, b)
-    out = a[:, :, :1] * b[:, :1, :]
-    if add is not None:
-        out += add
+    out = a[:, :, :1] * b[:, :1, :] if add is None else torch.addcmul(add, a[:, :, :1], b[:, :1, :])
     for k in range(1, q):
         out.addcmul_(a[:, :, k : k + 1], b[:, k : k + 1, :])
     return out

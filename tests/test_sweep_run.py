@@ -69,7 +69,7 @@ def _sorted_rows(x: torch.Tensor) -> torch.Tensor:
 
 @pytest.mark.parametrize("magnitude", ["uniform", "constant"])
 def test_compact_rows_are_the_drawn_rows_reordered(magnitude, monkeypatch):
-    monkeypatch.setattr(superpose.data, "PART_ELEMENTS", 2 * 512 * 3)  # 2 instances per part
+    monkeypatch.setattr(superpose.data, "PART_ELEMENTS", 3 * 60)  # parts of about 60 rows
     # instances ordered by probability, as the executor orders them; p = 0 and p = 1 included
     p = torch.tensor([0.0, 0.01, 0.02, 0.05, 0.05, 0.3, 1.0])[:, None].expand(-1, 3)
     p = p * torch.tensor([1.0, 0.5, 0.25])
@@ -77,7 +77,7 @@ def test_compact_rows_are_the_drawn_rows_reordered(magnitude, monkeypatch):
     dense = CellStreams(p, seeds, magnitude=magnitude).stream_draw(512, 7)
     compact = CellStreams(p, seeds, magnitude=magnitude).stream_rows(512, 7)
     assert torch.equal(_sorted_rows(compact.dense()), _sorted_rows(dense))
-    assert [part.shape[0] for part in compact.parts] == [2, 2, 2, 1]
+    assert len(compact.parts) > 2 and compact.n_instances == 7
     assert compact.repeats[0] > 480 and compact.repeats[-1] == 0  # p = 0.0, 0.01; p = 1
     assert all(
         repeats == 0 or not part[:, -1].any()

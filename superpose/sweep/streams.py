@@ -127,7 +127,7 @@ class CellStreams(SparseFeatures):
         limit = self._largest[None, :].expand(u.shape[0], -1).contiguous()
         nonzero = torch.searchsorted(smallest, limit, right=True)  # (seed, instance)
         needed = nonzero[self._seed_index, self._instance] + 1
-        parts = row_parts(needed.clamp_max_(rows), rows, self.n_features)
+        parts = row_parts(needed.clamp_max_(rows), self.n_features)
         return CompactBatch(
             tuple(self._features(u[:, :need], slice(start, stop)) for start, stop, need in parts),
             tuple(rows - need for _, _, need in parts),
