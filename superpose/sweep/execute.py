@@ -40,7 +40,7 @@ from superpose.sae import train as train_sae
 from superpose.sweep.packing import Chunk
 from superpose.sweep.spec import SAE_SPARSITY, Cell
 from superpose.sweep.streams import EVAL_STREAM, TRAIN_STREAM, CellStreams, stream_seed
-from superpose.train import TrainingDiverged, train
+from superpose.train import TrainingDiverged, auto_threads, cpu_threads, train
 
 STATUSES = ("done", "diverged", "error")
 """``done``: trained; ``diverged``: loss became NaN/inf (deterministic, not retried);
@@ -106,10 +106,14 @@ def _train_toy_cells(cells: list[Cell], device: str) -> list[CellResult]:
     TrainingDiverged like the trainer (naming positions in ``cells``).
 
     The model's instances are the cells ordered by feature probability, so that the compact
-    batches (:meth:`CellStreams.stream_rows`) group cells of similar sparsity."""
+    batches (:meth:`CellStreams.stream_rows`) group cells of similar sparsity; the torch
+    threads are :func:`~superpose.train.auto_threads` of the chunk's step."""
     order = sorted(range(len(cells)), key=lambda k: float(cells[k].config["feature_probability"]))
+    config = cells[0].config
+    elements = len(cells) * int(config["batch_size"]) * int(config["n_features"])
     try:
-        results = _train_toy_model([cells[k] for k in order], device)
+        with cpu_threads(auto_threads(elements)):  # training and the held-out loss
+            results = _train_toy_model([cells[k] for k in order], device)
     except TrainingDiverged as error:
         raise TrainingDiverged(error.step, [order[k] for k in error.instances]) from None
     by_cell = dict(zip(order, results, strict=True))
