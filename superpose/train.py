@@ -125,7 +125,7 @@ def cpu_threads(n_threads: int) -> Iterator[None]:
         torch.set_num_threads(previous)
 
 
-TWO_THREAD_ELEMENTS = 2**22
+TWO_THREAD_ELEMENTS = 2**24
 """Batch elements per step (``instance × batch × n_features``) from which :func:`auto_threads`
 picks a second thread; see there for the measurements."""
 
@@ -135,11 +135,14 @@ def auto_threads(elements: int) -> int:
     batch × n_features``): 2 from :data:`TWO_THREAD_ELEMENTS` on (where the CPU has 2 cores
     for this process), else 1.
 
-    A step is a few dozen operations, each over about 1 MiB (the fast path's chunks); a second
-    thread splits each operation and waits for its core at every one. On a 2-core CPU loaded
-    by other jobs (load average 6–12), training steps of 51,200 and 102,400 elements ran 19×
-    and 25× slower on 2 threads than on 1 (8.4 against 159 ms, 12.7 against 315 ms).
-    MEASURED_IDLE
+    A step is a few dozen operations, each over at most about 1 MiB (the fast path's chunks);
+    a second thread splits each operation and waits for its core at every one. On a 2-core CPU
+    loaded by other jobs (load average 6–12), fast-path steps ran 10–25× slower on 2 threads
+    than on 1 at every size measured: 51,200 elements (n=5 ×10) 159 against 8.4 ms, 102,400
+    (n=100 ×1) 315 against 12.7 ms, 3,276,800 (the phase diagram's n=2 ×1,600 chunk) 777
+    against 77 ms. The threshold sits above every measured size, so those train on one thread;
+    a second thread is left to larger steps, where each operation is long enough to amortise
+    waiting for the core (not measured yet on an idle machine).
     """
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return 2 if elements >= TWO_THREAD_ELEMENTS and (cores or 1) >= 2 else 1
