@@ -28,6 +28,9 @@ its magnitude. The distribution is the same, the numbers for a seed are not, so
 :meth:`SparseFeatures.sample` and :meth:`SparseFeatures.draw` stay dense (a seed gives the
 batches it always gave) and :meth:`SparseFeatures.sample_sparse` returns the sparse tensor;
 the SAE sources use it for instances whose mean probability is below :data:`SPARSE_DENSITY`.
+The trainer draws through :meth:`SparseFeatures.sample_rows`, which does the same for such
+instances and keeps only their non-empty rows (a :class:`CompactBatch`), so a training run's
+batches for a seed differ from :meth:`SparseFeatures.sample`'s there (same distribution).
 """
 
 from __future__ import annotations
