@@ -235,6 +235,7 @@ def run_ours(config: Config, init: ToyModel, steps: int, device: torch.device) -
             seed=0,
             device=device,
             progress=False,
+            threads=torch.get_num_threads(),  # the reference's threads, not auto_threads'
         )
     return Run(1e3 * result.wall_time / steps, memory[0], model)
 

@@ -30,6 +30,7 @@ from functools import cache
 
 import torch
 
+from superpose.data import CompactBatch
 from superpose.models import ToyModel
 
 CHUNK_ELEMENTS = 2**18
@@ -51,9 +52,7 @@ def matmul(a: torch.Tensor, b: torch.Tensor, add: torch.Tensor | None = None) ->
     q, r = b.shape[1], b.shape[2]
     if q * r > SMALL_PRODUCT:
         return torch.bmm(a, b) if add is None else torch.baddbmm(add, a, b)
-    out = a[:, :, :1] * b[:, :1, :]
-    if add is not None:
-        out += add
+    out = a[:, :, :1] * b[:, :1, :] if add is None else torch.addcmul(add, a[:, :, :1], b[:, :1, :])
     for k in range(1, q):
         out.addcmul_(a[:, :, k : k + 1], b[:, k : k + 1, :])
     return out
@@ -69,30 +68,42 @@ def supports(model: ToyModel) -> bool:
 
 
 @torch.no_grad()
-def loss_and_backward(model: ToyModel, x: torch.Tensor, compile: bool = False) -> torch.Tensor:
-    """Per-instance loss ``(instance,)`` on ``x: (instance, batch, n_features)``.
+def loss_and_backward(
+    model: ToyModel, x: torch.Tensor | CompactBatch, compile: bool = False
+) -> torch.Tensor:
+    """Per-instance loss ``(instance,)`` on ``x: (instance, batch, n_features)`` or a
+    :class:`~superpose.data.CompactBatch` standing for one.
 
     Sets every parameter's ``.grad`` to the gradient of the summed loss, as
     ``model.loss(x).sum().backward()`` would (up to float rounding), without autograd.
     On a CPU, instances are processed in chunks of about :data:`CHUNK_ELEMENTS` batch
-    elements so that each chunk's temporaries stay in cache. ``compile``: run the
-    arithmetic through :func:`compiled` (a CUDA ``x`` only).
+    elements so that each chunk's temporaries stay in cache; a compact batch's repeated row
+    is computed once, weighted. ``compile``: run the arithmetic through :func:`compiled`
+    (a CUDA ``x`` only).
     """
+    batch = CompactBatch.of(x) if isinstance(x, torch.Tensor) else x
     parameters = dict(model.named_parameters())
     grads = {name: torch.empty_like(parameter) for name, parameter in parameters.items()}
-    loss = x.new_empty(model.n_instances)
-    size = model.n_instances  # a GPU takes every instance in one pass
-    if x.device.type == "cpu":
-        size = max(1, CHUNK_ELEMENTS // (x.shape[1] * x.shape[2]))
-    for start in range(0, model.n_instances, size):
-        part = slice(start, start + size)
-        loss[part] = (compiled() if compile else _chunk)(
-            model.kind,
-            {name: parameter[part] for name, parameter in parameters.items()},
-            model.importance[part],
-            x[part],
-            {name: grad[part] for name, grad in grads.items()},
-        )
+    loss = batch.parts[0].new_empty(model.n_instances)
+    chunk = compiled() if compile else _chunk
+    first = 0
+    for part, repeats in zip(batch.parts, batch.repeats, strict=True):
+        size = part.shape[0]  # a GPU takes every instance in one pass
+        if part.device.type == "cpu":
+            size = max(1, CHUNK_ELEMENTS // (part.shape[1] * part.shape[2]))
+        for offset in range(0, part.shape[0], size):
+            stop = min(offset + size, part.shape[0])
+            instances = slice(first + offset, first + stop)
+            loss[instances] = chunk(
+                model.kind,
+                {name: parameter[instances] for name, parameter in parameters.items()},
+                model.importance[instances],
+                part[offset:stop],
+                {name: grad[instances] for name, grad in grads.items()},
+                batch.batch_size,
+                repeats,
+            )
+        first += part.shape[0]
     for name, parameter in parameters.items():
         parameter.grad = grads[name]
     return loss
@@ -108,17 +119,31 @@ def compiled() -> Callable[..., torch.Tensor]:
     return torch.compile(_chunk, fullgraph=True)
 
 
-def _chunk(
-    kind: str,
-    parameters: dict[str, torch.Tensor],
-    importance: torch.Tensor,
-    x: torch.Tensor,
-    grads: dict[str, torch.Tensor],
-) -> torch.Tensor:
-    """:func:`loss_and_backward` for some instances: ``parameters`` and ``grads`` (written in
-    place) are the model's parameters and their gradients sliced to those instances,
-    ``importance: (instance, n_features)``, ``x: (instance, batch, n_features)``."""
-    scale = importance[:, None, :] * (2.0 / x.shape[1])  # (instance, 1, n)
+@torch.no_grad()
+def batch_loss(model: ToyModel, batch: CompactBatch) -> torch.Tensor:
+    """Per-instance loss ``(instance,)`` of the batch that ``batch`` stands for, as
+    ``model.loss(batch.dense())`` would give (up to float rounding), computing the repeated
+    rows once."""
+    parameters = dict(model.named_parameters())
+    losses = []
+    first = 0
+    for part, repeats in zip(batch.parts, batch.repeats, strict=True):
+        instances = slice(first, first + part.shape[0])
+        sliced = {name: parameter[instances] for name, parameter in parameters.items()}
+        _, out, target, _ = _forward(model.kind, sliced, part)
+        error = (out - target).square_().mul_(model.importance[instances, None, :]).sum(-1)
+        error[:, -1] *= 1 + repeats
+        losses.append(error.sum(-1) / batch.batch_size)
+        first += part.shape[0]
+    return torch.cat(losses)
+
+
+def _forward(
+    kind: str, parameters: dict[str, torch.Tensor], x: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The forward pass for ``x: (instance, batch, n_features)`` and ``parameters`` sliced to
+    its instances: ``hidden: (instance, batch, m)``, ``out`` and ``target: (instance, batch,
+    n)``, and the output weights ``W_read: (instance, m, n)``."""
     W = parameters["W"]
     if kind == "abs":
         target = x.abs()
@@ -133,8 +158,28 @@ def _chunk(
     out = matmul(hidden, w_read, parameters["b"][:, None, :])  # (instance, batch, n)
     if kind != "linear":
         out.relu_()
+    return hidden, out, target, w_read
+
+
+def _chunk(
+    kind: str,
+    parameters: dict[str, torch.Tensor],
+    importance: torch.Tensor,
+    x: torch.Tensor,
+    grads: dict[str, torch.Tensor],
+    batch_size: int,
+    repeats: int,
+) -> torch.Tensor:
+    """:func:`loss_and_backward` for some instances: ``parameters`` and ``grads`` (written in
+    place) are the model's parameters and their gradients sliced to those instances,
+    ``importance: (instance, n_features)``, ``x: (instance, rows, n_features)`` rows of a
+    batch of ``batch_size`` whose last row stands for ``1 + repeats`` rows."""
+    scale = importance[:, None, :] * (2.0 / batch_size)  # (instance, 1, n)
+    hidden, out, target, w_read = _forward(kind, parameters, x)
     error = out - target
     grad_out = error * scale  # the gradient before the output ReLU's mask
+    if repeats:  # every term below is linear in a row's grad_out
+        grad_out[:, -1] *= 1 + repeats
     loss = torch.linalg.vecdot(error.flatten(1), grad_out.flatten(1)) * 0.5
     del error
     if kind != "linear":  # zero where out == 0, in place

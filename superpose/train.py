@@ -6,11 +6,14 @@ instance's gradient is exactly that of its own loss.
 
 from __future__ import annotations
 
+import functools
 import math
+import os
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from tqdm.auto import tqdm
@@ -18,7 +21,7 @@ from tqdm.auto import tqdm
 from superpose import fast
 from superpose._checks import ArrayLike, make_generator, positive_int, resolve_device
 from superpose.cuda_graph import CudaGraphStep
-from superpose.data import SparseFeatures
+from superpose.data import CompactBatch, SparseFeatures
 from superpose.models import ToyModel
 
 SCHEDULES = ("constant", "linear", "cosine")
@@ -123,6 +126,29 @@ def cpu_threads(n_threads: int) -> Iterator[None]:
         torch.set_num_threads(previous)
 
 
+TWO_THREAD_ELEMENTS = 2**24
+"""Batch elements per step (``instance × batch × n_features``) from which :func:`auto_threads`
+picks a second thread; see there for the measurements."""
+
+
+def auto_threads(elements: int) -> int:
+    """Torch CPU threads for training steps over ``elements`` batch elements (``instance ×
+    batch × n_features``): 2 from :data:`TWO_THREAD_ELEMENTS` on (where the CPU has 2 cores
+    for this process), else 1.
+
+    A step is a few dozen operations, each over at most about 1 MiB (the fast path's chunks);
+    a second thread splits each operation and waits for its core at every one. On a 2-core CPU
+    loaded by other jobs (load average 6–12), fast-path steps ran 10–25× slower on 2 threads
+    than on 1 at every size measured: 51,200 elements (n=5 ×10) 159 against 8.4 ms, 102,400
+    (n=100 ×1) 315 against 12.7 ms, 3,276,800 (the phase diagram's n=2 ×1,600 chunk) 777
+    against 77 ms. The threshold sits above every measured size, so those train on one thread;
+    a second thread is left to larger steps, where each operation is long enough to amortise
+    waiting for the core (not measured yet on an idle machine).
+    """
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return 2 if elements >= TWO_THREAD_ELEMENTS and (cores or 1) >= 2 else 1
+
+
 def best_of_seeds(loss: torch.Tensor, n_seeds: int) -> torch.Tensor:
     """The paper's protocol of keeping the best of several seeds.
 
@@ -217,6 +243,30 @@ def evaluate(
     return (total / n_samples).float()
 
 
+def _threads_for_run(train_function: Callable[..., TrainResult]) -> Callable[..., TrainResult]:
+    """Run :func:`train` with ``threads`` torch CPU threads (None: :func:`auto_threads` of the
+    step's size; CUDA: unchanged), restoring the previous count afterwards."""
+
+    @functools.wraps(train_function)
+    def run(
+        model: ToyModel, data: SparseFeatures, *, threads: int | None = None, **options: Any
+    ) -> TrainResult:
+        if threads is not None:
+            threads = positive_int("threads", threads)
+        if resolve_device(options.get("device", "cpu")).type != "cpu":
+            return train_function(model, data, threads=threads, **options)
+        if threads is None and isinstance(model, ToyModel):
+            rows = options.get("batch_size", 1024)
+            if rows is None and isinstance(data, SparseFeatures) and data.is_finite:
+                rows = data.n_samples
+            threads = auto_threads(model.n_instances * (rows or 1) * model.n_features)
+        with cpu_threads(threads or 1):
+            return train_function(model, data, threads=threads, **options)
+
+    return run
+
+
+@_threads_for_run
 def train(
     model: ToyModel,
     data: SparseFeatures,
@@ -234,13 +284,14 @@ def train(
     progress: bool = True,
     method: str = "auto",
     compile: bool = False,
+    threads: int | None = None,
     on_log: Callable[[int, ToyModel], None] | None = None,
 ) -> TrainResult:
     """Train every instance of ``model`` on ``data`` with AdamW; the model is updated in place.
 
     Args:
         model: the instances to train (moved to ``device``).
-        data: batches come from ``data.sample``; for a finite data set, ``batch_size=None``
+        data: batches come from ``data.sample_rows``; for a finite data set, ``batch_size=None``
             trains full-batch on it.
         steps: optimisation steps.
         batch_size: rows per instance per step (a fresh batch each step).
@@ -272,6 +323,8 @@ def train(
             work with ``torch.compile`` (:func:`superpose.fast.compiled`): steps 25–35 %
             faster after a compile of a few seconds, so it pays for runs of tens of thousands
             of steps (e.g. ``double-descent --full``).
+        threads: torch CPU threads for the run (restored afterwards); None picks them by the
+            step's size (:func:`auto_threads`). Ignored on CUDA.
         on_log: called as ``on_log(step, model)`` after each logging interval (``step`` counts
             the steps taken), e.g. to snapshot weights for learning-dynamics plots.
 
@@ -322,7 +375,9 @@ def train(
     )
 
     def one_step() -> torch.Tensor:
-        batch = data.sample(batch_size, model.n_instances, generator).to(device)
+        # a recorded step needs the same shapes every step: dense batches
+        sample = data.sample if graphed else data.sample_rows
+        batch = sample(batch_size, model.n_instances, generator).to(device)
         optimizer.zero_grad(set_to_none=True)
         if method == "fast":
             loss = fast.loss_and_backward(model, batch, compile)
@@ -369,10 +424,11 @@ def train(
     )
 
 
-def _autograd_backward(model: ToyModel, batch: torch.Tensor) -> torch.Tensor:
-    """The reference step: per-instance loss ``(instance,)`` of ``batch: (instance, batch,
-    n_features)``, with every parameter's ``.grad`` set by autograd on the summed loss."""
-    loss = model.loss(batch)
+def _autograd_backward(model: ToyModel, batch: CompactBatch) -> torch.Tensor:
+    """The reference step: per-instance loss ``(instance,)`` of the batch ``(instance, batch,
+    n_features)`` that ``batch`` stands for, with every parameter's ``.grad`` set by autograd
+    on the summed loss."""
+    loss = model.loss(batch.dense())
     loss.sum().backward()
     return loss.detach()
 

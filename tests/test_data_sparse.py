@@ -127,3 +127,27 @@ def test_sparse_sample_is_seeded_and_shaped_and_draw_mixes_instances():
     converted = hierarchy.sample_sparse(64, generator=torch.Generator().manual_seed(5))
     assert torch.equal(converted.to_dense(), dense)
     assert not SparseFeatures(8, SPARSE_DENSITY).sparse_instances().any()
+
+
+def test_trainer_batches_match_the_dense_distribution():
+    """sample_rows: sparse instances (p = 0.01, 0.02) between dense ones (0.5) keep their
+    place; per instance, the active features per row are Binomial(n, p) over all batch_size
+    rows (the left-out rows count as empty) and the magnitudes are uniform."""
+    probability = [[0.5], [0.01], [0.02], [0.5]]
+    assert [p[0] < SPARSE_DENSITY for p in probability] == [False, True, True, False]
+    data = SparseFeatures(4, probability, seed=3)
+    batch = data.sample_rows(2**15)
+    x = batch.dense()
+    assert x.shape == (4, 2**15, 4) and batch.n_instances == 4
+    assert sum(part.numel() for part in batch.parts) < 0.55 * x.numel()  # rows were left out
+    for k, (p,) in enumerate(probability):
+        active = (x[k] != 0).sum(-1).numpy()
+        assert _binomial_chi_square(active, 4, p) > P_VALUE, k
+        magnitudes = x[k][x[k] != 0].numpy()
+        assert stats.kstest(magnitudes, "uniform").pvalue > P_VALUE, k
+    again = SparseFeatures(4, probability, seed=3).sample_rows(2**15)
+    assert again.repeats == batch.repeats
+    assert all(torch.equal(a, b) for a, b in zip(again.parts, batch.parts, strict=True))
+    # dense instances are drawn as draw() draws them
+    dense = SparseFeatures(4, 0.5, seed=3).sample_rows(64, n_instances=2)
+    assert torch.equal(dense.dense(), SparseFeatures(4, 0.5, seed=3).sample(64, n_instances=2))

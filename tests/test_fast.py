@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from superpose import SparseFeatures, ToyModel, TrainingDiverged, fast, train
+from superpose.data import CompactBatch
 from superpose.models import KINDS
 
 
@@ -56,6 +57,28 @@ def test_gradients_equal_autograd(
     for name, parameter in model.named_parameters():
         assert parameter.grad is not None, name
         assert parameter.grad.shape == parameter.shape, name
+        torch.testing.assert_close(parameter.grad, expected[name], rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_compact_batch_gradients_equal_autograd_on_the_dense_batch(kind: str) -> None:
+    """Two parts, one with repeated zero rows and one holding every row; the fast path computes
+    the repeated row once with a weight."""
+    model = _model(kind, n_instances=5, n_features=4, n_hidden=2)
+    x = _data(kind, 4, probability=0.3).sample(batch_size=40, n_instances=5)
+    x[:3, 17:] = 0.0  # instances 0-2: rows 17.. are zero, stood for by row 17
+    batch = CompactBatch((x[:3, :18], x[3:]), (22, 0), 40)
+    assert torch.equal(batch.dense(), x)
+    loss = model.loss(x)
+    loss.sum().backward()
+    expected = {name: p.grad.clone() for name, p in model.named_parameters()}
+    model.zero_grad(set_to_none=True)
+
+    torch.testing.assert_close(fast.batch_loss(model, batch), loss.detach(), rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(
+        fast.loss_and_backward(model, batch), loss.detach(), rtol=1e-5, atol=1e-7
+    )
+    for name, parameter in model.named_parameters():
         torch.testing.assert_close(parameter.grad, expected[name], rtol=1e-4, atol=1e-6)
 
 

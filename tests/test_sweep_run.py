@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 import torch
 
+import superpose.data
 from superpose import sweep
 from superpose.analysis import scalar_metrics
 from superpose.sweep import Chunk, SweepSpec, run_chunk
@@ -56,6 +57,31 @@ def test_streams_do_not_depend_on_packing():
     assert not torch.equal(first, second)
     assert not torch.equal(
         packed.stream_draw(64, 1)[1], CellStreams(p[1:2], [5]).stream_draw(64, 0)
+    )
+
+
+def _sorted_rows(x: torch.Tensor) -> torch.Tensor:
+    """Each instance's rows of ``x: (instance, rows, n)`` in lexicographic order."""
+    for column in reversed(range(x.shape[2])):
+        x = x.gather(1, x[:, :, column].argsort(dim=1, stable=True)[..., None].expand_as(x))
+    return x
+
+
+@pytest.mark.parametrize("magnitude", ["uniform", "constant"])
+def test_compact_rows_are_the_drawn_rows_reordered(magnitude, monkeypatch):
+    monkeypatch.setattr(superpose.data, "PART_ELEMENTS", 3 * 60)  # parts of about 60 rows
+    # instances ordered by probability, as the executor orders them; p = 0 and p = 1 included
+    p = torch.tensor([0.0, 0.01, 0.02, 0.05, 0.05, 0.3, 1.0])[:, None].expand(-1, 3)
+    p = p * torch.tensor([1.0, 0.5, 0.25])
+    seeds = [0, 1, 0, 2, 1, 0, 1]
+    dense = CellStreams(p, seeds, magnitude=magnitude).stream_draw(512, 7)
+    compact = CellStreams(p, seeds, magnitude=magnitude).stream_rows(512, 7)
+    assert torch.equal(_sorted_rows(compact.dense()), _sorted_rows(dense))
+    assert len(compact.parts) > 2 and compact.n_instances == 7
+    assert compact.repeats[0] > 480 and compact.repeats[-1] == 0  # p = 0.0, 0.01; p = 1
+    assert all(
+        repeats == 0 or not part[:, -1].any()
+        for part, repeats in zip(compact.parts, compact.repeats, strict=True)
     )
 
 

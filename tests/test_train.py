@@ -1,12 +1,21 @@
 """The trainer: the TMS behaviours that must hold, determinism, schedules, errors."""
 
 import math
+import os
 
 import pytest
 import torch
 
 from superpose import SparseFeatures, ToyModel, TrainingDiverged, analysis, train
-from superpose.train import best_of_seeds, cpu_threads, evaluate, lr_factor, train_seed_grid
+from superpose.train import (
+    TWO_THREAD_ELEMENTS,
+    auto_threads,
+    best_of_seeds,
+    cpu_threads,
+    evaluate,
+    lr_factor,
+    train_seed_grid,
+)
 
 IMPORTANCE = [[0.9**i for i in range(5)]]
 FAST = {"lr": 1e-2, "schedule": "cosine", "progress": False}
@@ -225,3 +234,23 @@ def test_train_seed_grid_lays_out_settings_by_seeds():
     assert grid.result.loss[:3].min() > 5 * grid.result.loss[3:].max()
     assert grid.best.tolist() == best_of_seeds(grid.result.loss, 3).tolist()
     assert 0 <= grid.best[0] < 3 <= grid.best[1] < 6
+
+
+def test_auto_threads_rule_and_the_threads_override(monkeypatch):
+    assert auto_threads(1) == 1
+    assert auto_threads(1600 * 1024 * 2) == 1  # the phase diagram's chunk
+    cores = len(os.sched_getaffinity(0))
+    assert auto_threads(TWO_THREAD_ELEMENTS) == min(2, cores)
+    seen = []
+
+    def record(step, model):
+        seen.append(torch.get_num_threads())
+
+    before = torch.get_num_threads()
+    model = ToyModel("relu", 2, 3, 2, seed=0)
+    data = SparseFeatures(3, 0.3, seed=0)
+    train(model, data, steps=2, log_every=1, progress=False, on_log=record)
+    train(model, data, steps=2, log_every=1, progress=False, on_log=record, threads=2)
+    assert seen == [1, 1, 2, 2] and torch.get_num_threads() == before
+    with pytest.raises(ValueError, match="threads"):
+        train(model, data, steps=2, progress=False, threads=0)

@@ -33,13 +33,14 @@ import torch
 from superpose import __version__
 from superpose.analysis import scalar_metrics
 from superpose.data import SparseFeatures, geometric_probability, zipf_probability
+from superpose.fast import batch_loss
 from superpose.models import ToyModel
 from superpose.sae import SAE, SparseAutoencoder, Superposed, evaluate
 from superpose.sae import train as train_sae
 from superpose.sweep.packing import Chunk
 from superpose.sweep.spec import SAE_SPARSITY, Cell
 from superpose.sweep.streams import EVAL_STREAM, TRAIN_STREAM, CellStreams, stream_seed
-from superpose.train import TrainingDiverged, train
+from superpose.train import TrainingDiverged, auto_threads, cpu_threads, train
 
 STATUSES = ("done", "diverged", "error")
 """``done``: trained; ``diverged``: loss became NaN/inf (deterministic, not retried);
@@ -87,11 +88,12 @@ class CellResult:
 @torch.no_grad()
 def held_out_loss(model: ToyModel, data: CellStreams, n_samples: int, block: int) -> torch.Tensor:
     """Per-instance loss ``(instance,)`` on ``n_samples`` draws of the evaluation stream,
-    in blocks of ``block`` rows (a packing-independent block size keeps it exact)."""
+    in blocks of ``block`` rows (a packing-independent block size keeps it exact up to float
+    rounding)."""
     total = torch.zeros(model.n_instances, dtype=torch.float64, device=model.W.device)
     for start in range(0, n_samples, block):
         rows = min(block, n_samples - start)
-        total += model.loss(data.stream_draw(rows, EVAL_STREAM)).double() * rows
+        total += batch_loss(model, data.stream_rows(rows, EVAL_STREAM)).double() * rows
     return (total / n_samples).float()
 
 
@@ -100,7 +102,26 @@ SAE_LOG_EVERY = 100
 
 
 def _train_toy_cells(cells: list[Cell], device: str) -> list[CellResult]:
-    """Train toy ``cells`` as one batched model; raises TrainingDiverged like the trainer."""
+    """Train toy ``cells`` as one batched model; one result per cell, in order; raises
+    TrainingDiverged like the trainer (naming positions in ``cells``).
+
+    The model's instances are the cells ordered by feature probability, so that the compact
+    batches (:meth:`CellStreams.stream_rows`) group cells of similar sparsity; the torch
+    threads are :func:`~superpose.train.auto_threads` of the chunk's step."""
+    order = sorted(range(len(cells)), key=lambda k: float(cells[k].config["feature_probability"]))
+    config = cells[0].config
+    elements = len(cells) * int(config["batch_size"]) * int(config["n_features"])
+    try:
+        with cpu_threads(auto_threads(elements)):  # training and the held-out loss
+            results = _train_toy_model([cells[k] for k in order], device)
+    except TrainingDiverged as error:
+        raise TrainingDiverged(error.step, [order[k] for k in error.instances]) from None
+    by_cell = dict(zip(order, results, strict=True))
+    return [by_cell[k] for k in range(len(cells))]
+
+
+def _train_toy_model(cells: list[Cell], device: str) -> list[CellResult]:
+    """Train toy ``cells`` as one batched model, instance ``k`` being ``cells[k]``."""
     config = cells[0].config
     n_features = int(config["n_features"])
     model = ToyModel(

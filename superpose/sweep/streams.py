@@ -23,7 +23,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from superpose.data import MAGNITUDES, SparseFeatures
+from superpose.data import MAGNITUDES, CompactBatch, SparseFeatures, row_parts
 
 TRAIN_STREAM = 0
 """Stream used for training batches (the trainer's ``seed``)."""
@@ -79,6 +79,8 @@ class CellStreams(SparseFeatures):
         self._generators: dict[int, list[torch.Generator]] = {}
         tiny = torch.finfo(self.feature_probability.dtype).tiny
         self._divisor = self.feature_probability.clamp_min(tiny)[:, None, :]
+        self._largest = self.feature_probability.amax(1)
+        self._instance = torch.arange(len(self.seeds), device=self.device)
 
     def stream_generators(self, stream: int) -> list[torch.Generator]:
         """One generator per distinct cell seed for ``stream`` (created on first use)."""
@@ -97,25 +99,77 @@ class CellStreams(SparseFeatures):
             (self.generator if generator is None else generator).initial_seed()
         )
 
-    def stream_draw(self, rows: int, stream: int) -> torch.Tensor:
-        """The next ``rows`` samples of ``stream``: ``(instance, rows, n_features)``."""
-        generators = self.stream_generators(stream)
-        u = torch.stack(
-            [torch.rand(rows, self.n_features, generator=g, device=self.device) for g in generators]
+    def _uniforms(self, rows: int, stream: int) -> torch.Tensor:
+        """The next uniform block of ``stream`` per distinct seed: ``(seed, rows, n_features)``."""
+        return torch.stack(
+            [
+                torch.rand(rows, self.n_features, generator=g, device=self.device)
+                for g in self.stream_generators(stream)
+            ]
         )
+
+    def _features(self, u: torch.Tensor, instances: slice) -> torch.Tensor:
+        """Samples ``(instance, rows, n_features)`` of ``instances`` from their seeds' uniforms
+        ``u: (seed, rows, n_features)``."""
         # one seed: a broadcast view instead of a copy per instance
-        u = u.expand(len(self.seeds), -1, -1) if len(generators) == 1 else u[self._seed_index]
-        source = u / self._divisor
+        n_instances = len(self.seeds[instances])
+        u = u.expand(n_instances, -1, -1) if u.shape[0] == 1 else u[self._seed_index[instances]]
+        source = u / self._divisor[instances]
         if self._inverse_cdf is MAGNITUDES["uniform"]:
             return source.masked_fill_(source >= 1.0, 0.0)
         return torch.where(source < 1.0, self._inverse_cdf(source), 0.0)
 
+    def stream_draw(self, rows: int, stream: int) -> torch.Tensor:
+        """The next ``rows`` samples of ``stream``: ``(instance, rows, n_features)``."""
+        return self._features(self._uniforms(rows, stream), slice(None))
+
+    def stream_rows(self, rows: int, stream: int) -> CompactBatch:
+        """The next ``rows`` samples of ``stream`` as a :class:`~superpose.data.CompactBatch`:
+        the same rows as :meth:`stream_draw`'s, reordered, with most zero rows left out.
+
+        A seed's rows are sorted by their smallest uniform; an instance's row is all zero when
+        that uniform exceeds the instance's largest probability (``u > p`` gives
+        ``u / p ≥ 1`` in float32 too), so each instance needs only a prefix of the sorted rows
+        plus one zero row standing for the rest. Instances are grouped by
+        :func:`~superpose.data.row_parts`: order them by probability to make the prefixes of
+        a part alike.
+        """
+        u = self._uniforms(rows, stream)
+        smallest, order = u.amin(-1).sort(-1)  # (seed, rows)
+        u = u.gather(1, order[..., None].expand_as(u))
+        limit = self._largest[None, :].expand(u.shape[0], -1).contiguous()
+        nonzero = torch.searchsorted(smallest, limit, right=True)  # (seed, instance)
+        needed = nonzero[self._seed_index, self._instance] + 1
+        parts = row_parts(needed.clamp_max_(rows), self.n_features)
+        return CompactBatch(
+            tuple(self._features(u[:, :need], slice(start, stop)) for start, stop, need in parts),
+            tuple(rows - need for _, _, need in parts),
+            rows,
+        )
+
     def draw(self, batch_size: int, n_instances: int, generator: torch.Generator) -> torch.Tensor:
         """``(instance, batch_size, n_features)`` from the stream named by ``generator``'s
         initial seed (the trainer's ``seed`` for training batches)."""
+        self._check_instances(n_instances)
+        return self.stream_draw(batch_size, generator.initial_seed())
+
+    def sample_rows(
+        self,
+        batch_size: int | None,
+        n_instances: int | None = None,
+        generator: torch.Generator | None = None,
+    ) -> CompactBatch:
+        """:meth:`stream_rows` of the stream named by ``generator``'s initial seed (this
+        object's own when None)."""
+        generator = self.generator if generator is None else generator
+        if batch_size is None:
+            raise ValueError("CellStreams draws infinite data: batch_size must be an int")
+        self._check_instances(len(self.seeds) if n_instances is None else n_instances)
+        return self.stream_rows(batch_size, generator.initial_seed())
+
+    def _check_instances(self, n_instances: int) -> None:
         if n_instances != len(self.seeds):
             raise ValueError(
                 f"CellStreams holds {len(self.seeds)} cells but {n_instances} instances "
                 "were asked for"
             )
-        return self.stream_draw(batch_size, generator.initial_seed())
