@@ -33,7 +33,8 @@ CHUNK_ELEMENTS = 2**18
 """Batch elements ``(instance × rows × n_features)`` per chunk in :func:`loss_and_backward`:
 about 1 MiB per temporary, so a chunk's work stays in cache. A chunk holds several instances'
 whole batches, or, when one instance's batch is larger, a block of its rows (a full-batch
-step on 2,000 samples of 1,000 features: 4-5× faster in blocks of 128 rows than whole)."""
+step of 2 instances on 2,000 samples of 1,000 features, one idle core: 29 ms in blocks of
+262 rows against 70 ms whole)."""
 
 SMALL_PRODUCT = 4
 """Largest ``contraction × output columns`` for which :func:`matmul` avoids ``bmm``."""
