@@ -37,13 +37,14 @@ def _data(kind: str, n_features: int = 7, probability: float = 0.4) -> SparseFea
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize(
     ("n_features", "n_hidden", "chunk"),
-    [(7, 3, fast.CHUNK_ELEMENTS), (2, 1, fast.CHUNK_ELEMENTS), (5, 2, 64)],
-    ids=["bmm", "tiny-matrices", "chunked"],
+    [(7, 3, fast.CHUNK_ELEMENTS), (2, 1, fast.CHUNK_ELEMENTS), (5, 2, 2560), (5, 2, 64)],
+    ids=["bmm", "tiny-matrices", "instance-chunks", "row-chunks"],
 )
 def test_gradients_equal_autograd(
     kind: str, n_features: int, n_hidden: int, chunk: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(fast, "CHUNK_ELEMENTS", chunk)  # 64: one instance per chunk
+    # 2560 = 2 instances × 256 rows × 5 features per chunk; 64: blocks of 12 rows (the last 4)
+    monkeypatch.setattr(fast, "CHUNK_ELEMENTS", chunk)
     model = _model(kind, n_features=n_features, n_hidden=n_hidden)
     batch = _data(kind, n_features).sample(batch_size=256, n_instances=model.n_instances)
     loss = model.loss(batch)
