@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 from tqdm.auto import tqdm
@@ -23,6 +24,9 @@ from superpose.models import ToyModel
 SCHEDULES = ("constant", "linear", "cosine")
 METHODS = ("auto", "reference", "fast")
 """Ways to compute each step's gradients; see :func:`train`."""
+
+PRECISIONS = fast.PRECISIONS
+"""Precisions of the products in :func:`train` (``"bf16"`` needs ``method="fast"``)."""
 
 
 class TrainingDiverged(RuntimeError):
@@ -49,6 +53,7 @@ class TrainResult:
         steps: optimisation steps taken.
         device: where it ran.
         method: how the gradients were computed, ``"fast"`` or ``"reference"``.
+        precision: the products' operand precision, ``"fp32"`` or ``"bf16"``.
     """
 
     loss: torch.Tensor
@@ -58,6 +63,7 @@ class TrainResult:
     steps: int
     device: str
     method: str
+    precision: str = "fp32"
 
 
 def lr_factor(step: int, steps: int, schedule: str = "constant", warmup_steps: int = 0) -> float:
@@ -232,6 +238,7 @@ def train(
     device: str | torch.device | None = "cpu",
     progress: bool = True,
     method: str = "auto",
+    precision: str = "fp32",
     on_log: Callable[[int, ToyModel], None] | None = None,
 ) -> TrainResult:
     """Train every instance of ``model`` on ``data`` with AdamW; the model is updated in place.
@@ -262,6 +269,11 @@ def train(
             :func:`superpose.fast.supports` the model (every kind of a plain ``ToyModel``)
             and falls back to ``"reference"`` otherwise (a subclass overriding the forward
             pass or the loss). Both draw the same batches from the same seed.
+        precision: ``"fp32"``, or ``"bf16"`` (with ``method="fast"``): the five batched
+            products from bfloat16 operands with float32 accumulation, while the loss, the
+            gradients' sums, the weights and the optimiser state stay float32 (see
+            :mod:`superpose.fast`). Pays only on CPUs with bf16 matrix units (AMX); with
+            AVX512-BF16 alone it was slower (``experiments/benchmark.py`` measures both).
         on_log: called as ``on_log(step, model)`` after each logging interval (``step`` counts
             the steps taken), e.g. to snapshot weights for learning-dynamics plots.
 
@@ -291,6 +303,13 @@ def train(
         f"does not support {type(model).__name__}, which overrides the ToyModel forward pass "
         "or loss",
     )
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    if precision != "fp32" and method != "fast":
+        raise ValueError(
+            f"precision={precision!r} needs method='fast' (a plain ToyModel); the reference "
+            "method is float32"
+        )
     device = resolve_device(device)
 
     model.to(device)
@@ -298,7 +317,11 @@ def train(
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=lr, weight_decay=weight_decay, fused=method == "fast"
     )
-    loss_and_backward = fast.loss_and_backward if method == "fast" else _autograd_backward
+    loss_and_backward = (
+        partial(fast.loss_and_backward, precision=precision)
+        if method == "fast"
+        else _autograd_backward
+    )
     n_logs = steps // log_every + (steps % log_every > 0)
     history_loss = torch.zeros(n_logs, model.n_instances)
     interval = torch.zeros(log_every, model.n_instances, device=device)
@@ -330,6 +353,7 @@ def train(
         steps=steps,
         device=str(device),
         method=method,
+        precision=precision,
     )
 
 

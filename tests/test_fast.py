@@ -135,3 +135,42 @@ def test_fast_path_reports_divergence() -> None:
         train(model, _data("relu"), steps=20, log_every=10, progress=False, method="fast")
     assert error.value.step == 0
     assert error.value.instances == [1]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize(
+    ("n_features", "n_hidden"), [(40, 8), (2, 1)], ids=["bmm", "tiny-matrices"]
+)
+def test_bf16_gradients_are_close_to_float32(kind: str, n_features: int, n_hidden: int) -> None:
+    """bfloat16 operands keep about 3 significant digits: measured over these cases, losses
+    within 0.25 % and gradients within 3 % in norm of autograd's float32 ones (a ReLU mask
+    can flip where a pre-activation is within rounding of 0)."""
+    model = _model(kind, n_features=n_features, n_hidden=n_hidden)
+    batch = _data(kind, n_features).sample(batch_size=256, n_instances=model.n_instances)
+    loss = model.loss(batch)
+    loss.sum().backward()
+    expected = {name: p.grad.clone() for name, p in model.named_parameters()}
+    model.zero_grad(set_to_none=True)
+
+    bf16_loss = fast.loss_and_backward(model, batch, precision="bf16")
+
+    torch.testing.assert_close(bf16_loss, loss.detach(), rtol=5e-3, atol=1e-6)
+    for name, parameter in model.named_parameters():
+        assert parameter.grad.dtype == torch.float32, name
+        error = (parameter.grad - expected[name]).norm() / expected[name].norm()
+        assert 1e-5 < error < 0.05, (name, error)  # rounded, but not far off
+
+
+def test_precision_choices() -> None:
+    data = _data("relu")
+    result = train(_model("relu"), data, steps=2, progress=False, precision="bf16")
+    assert (result.method, result.precision) == ("fast", "bf16")
+    assert train(_model("relu"), data, steps=2, progress=False).precision == "fp32"
+    with pytest.raises(ValueError, match="precision must be one of"):
+        train(_model("relu"), data, steps=2, progress=False, precision="fp16")
+    with pytest.raises(ValueError, match="precision='bf16' needs method='fast'"):
+        train(_model("relu"), data, steps=2, progress=False, method="reference", precision="bf16")
+    with pytest.raises(ValueError, match="precision='bf16' needs method='fast'"):
+        train(_Doubled("relu", 2, 7, 3, seed=0), data, steps=2, progress=False, precision="bf16")
+    with pytest.raises(ValueError, match="precision must be one of"):
+        fast.loss_and_backward(_model("relu"), data.sample(4, 3), precision="float16")
