@@ -61,14 +61,15 @@ def load_average() -> float:
 
 def header(title: str, device: str | torch.device = "cpu") -> str:
     """Three lines naming the run and the machine: ``title`` and the UTC date; the CPU model,
-    its :data:`FLAGS`, CPU count and load; torch's version, its CPU threads and ``device``
-    (with the GPU's name for a CUDA device)."""
+    which of :data:`FLAGS` it has and has not, CPU count and load; torch's version, its CPU
+    threads and ``device`` (with the GPU's name for a CUDA device)."""
     device = torch.device(device)
     model, flags = cpu_description()
+    missing = [flag for flag in FLAGS if flag not in flags]
     gpu = f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""
     return (
         f"{title} {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC\n"
-        f"CPU {model} | flags: {', '.join(flags) or 'none'} of {', '.join(FLAGS)} | "
+        f"CPU {model} | flags: {' '.join(flags) or '-'} (not: {' '.join(missing) or '-'}) | "
         f"{os.cpu_count()} CPUs | load {load_average():.2f}\n"
         f"torch {torch.__version__} | {torch.get_num_threads()} threads | device {device}{gpu}"
     )
