@@ -26,8 +26,10 @@ Instances are independent, so the gradient of the summed loss is each instance's
 in float32: ``bmm`` on bfloat16 operands (the CPU's bf16 instructions; its result is rounded
 to bfloat16 once more) or, for the tiny products of :func:`matmul`, float32 multiply-adds of
 the rounded operands (exact products). The loss, the elementwise passes, the gradients'
-sums, the weights and the optimiser state stay float32. Products of bfloat16 operands run at
-several times the float32 rate on CPUs with AMX tiles; elsewhere the roundings only cost.
+sums, the weights and the optimiser state stay float32. Products of bfloat16 operands run
+faster on CPUs with bfloat16 instructions (measured on one thread of an AVX512-BF16 CPU
+without AMX: 2.3× for ``n_features=1000, n_hidden=100``, 1.7× for ``100, 20``; AMX tiles
+promise more), while the roundings add elementwise passes; emulated elsewhere, they only cost.
 """
 
 from __future__ import annotations

@@ -272,8 +272,9 @@ def train(
         precision: ``"fp32"``, or ``"bf16"`` (with ``method="fast"``): the five batched
             products from bfloat16 operands with float32 accumulation, while the loss, the
             gradients' sums, the weights and the optimiser state stay float32 (see
-            :mod:`superpose.fast`). Pays only on CPUs with bf16 matrix units (AMX); with
-            AVX512-BF16 alone it was slower (``experiments/benchmark.py`` measures both).
+            :mod:`superpose.fast`). Pays where the products dominate the step and the CPU
+            has bfloat16 instructions (AVX512-BF16 or AMX); ``experiments/benchmark.py``
+            measures it against float32.
         on_log: called as ``on_log(step, model)`` after each logging interval (``step`` counts
             the steps taken), e.g. to snapshot weights for learning-dynamics plots.
 
