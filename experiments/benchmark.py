@@ -5,15 +5,19 @@ Run from the repository root::
     python experiments/benchmark.py            # full run, a few minutes on 2 CPU cores
     python experiments/benchmark.py --quick    # smoke run, seconds
     python experiments/benchmark.py --device cuda
+    python experiments/benchmark.py --bf16 off  # skip the precision="bf16" columns
 
 For each configuration the reference recipe (:func:`reference_recipe`, a faithful
 re-implementation of the public TMS notebook / ARENA exercises) and ``superpose.train`` run
-back to back, alternating which goes first, from the same initial weights, with the same
-steps, batch size and learning rate. Both trained models are then scored by the same
-held-out evaluation (:func:`superpose.train.evaluate`, same samples). Peak memory is the rise
-of the process's peak resident set (CPU) or of PyTorch's peak allocation (CUDA) during
-training. A second table shows how our step time and memory scale with ``n_features`` and
-with the number of instances.
+back to back, the order reversed on every other configuration, from the same initial weights,
+with the same steps, batch size and learning rate; ``superpose.train(..., precision="bf16")``
+runs beside them where bfloat16 has hardware support (``--bf16 auto``: a CUDA device, or a
+CPU with ``avx512_bf16`` or ``amx_bf16``). All trained models are then scored by the same
+held-out evaluation (:func:`superpose.train.evaluate`, same samples). Every ratio divides two
+numbers of the same run, and the header names the machine (:mod:`superpose.machine`). Peak
+memory is the rise of the process's peak resident set (CPU) or of PyTorch's peak allocation
+(CUDA) during training. A second table shows how our step time and memory scale with
+``n_features`` and with the number of instances.
 """
 
 from __future__ import annotations
@@ -21,17 +25,15 @@ from __future__ import annotations
 import argparse
 import ctypes
 import gc
-import os
-import platform
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from functools import partial
 
 import torch
 
-from superpose import SparseFeatures, ToyModel, train
+from superpose import SparseFeatures, ToyModel, machine, train
 from superpose.train import evaluate
 
 BATCH_SIZE = 1024
@@ -218,9 +220,11 @@ def run_reference(config: Config, init: ToyModel, steps: int, device: torch.devi
     return Run(1e3 * elapsed / steps, memory[0], model)
 
 
-def run_ours(config: Config, init: ToyModel, steps: int, device: torch.device) -> Run:
-    """Train a copy of ``init`` with ``superpose.train`` (its held-out loss is computed by
-    the caller, so ``eval_samples`` is kept to one batch here)."""
+def run_ours(
+    config: Config, init: ToyModel, steps: int, device: torch.device, precision: str = "fp32"
+) -> Run:
+    """Train a copy of ``init`` with ``superpose.train`` at ``precision`` (its held-out loss
+    is computed by the caller, so ``eval_samples`` is kept to one batch here)."""
     model = _copy(init)
     data = _data(config, device)
     with peak_memory(device) as memory:
@@ -236,6 +240,7 @@ def run_ours(config: Config, init: ToyModel, steps: int, device: torch.device) -
             device=device,
             progress=False,
             threads=torch.get_num_threads(),  # the reference's threads, not auto_threads'
+            precision=precision,
         )
     return Run(1e3 * result.wall_time / steps, memory[0], model)
 
@@ -257,9 +262,11 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def compare(config: Config, device: torch.device, ours_first: bool) -> dict[str, float]:
-    """Time both trainers on ``config`` back to back and score them on the same held-out
-    sample; returns ms/step, memory and mean held-out loss of each."""
+def compare(config: Config, device: torch.device, reverse: bool, bf16: bool) -> dict[str, float]:
+    """Time the trainers on ``config`` back to back (the reference recipe, ours, and ours with
+    ``precision="bf16"`` if ``bf16``; in reverse order if ``reverse``) and score them on the
+    same held-out sample; returns ms/step, memory and mean held-out loss of each, keyed
+    ``ref_*``, ``ours_*`` and ``bf16_*``."""
     init = ToyModel(
         config.kind,
         config.n_instances,
@@ -269,7 +276,9 @@ def compare(config: Config, device: torch.device, ours_first: bool) -> dict[str,
         seed=0,
     )
     runners: list[tuple[str, Callable[..., Run]]] = [("ref", run_reference), ("ours", run_ours)]
-    if ours_first:
+    if bf16:
+        runners.append(("bf16", partial(run_ours, precision="bf16")))
+    if reverse:
         runners.reverse()
     row: dict[str, float] = {}
     for name, runner in runners:
@@ -284,23 +293,32 @@ def compare(config: Config, device: torch.device, ours_first: bool) -> dict[str,
     return row
 
 
-def comparison_table(device: torch.device, scale: float) -> None:
-    """Print the reference-vs-ours table for configurations A-E."""
+def comparison_table(device: torch.device, scale: float, bf16: bool) -> None:
+    """Print the reference-vs-ours table for configurations A-E; with ``bf16``, also ours
+    with ``precision="bf16"``: its ms/step, speed-up over the reference and held-out loss
+    over ours in float32."""
     header = (
         f"{'config':<24} {'steps':>5} {'ref ms':>8} {'ours ms':>8} {'speed-up':>8} "
         f"{'ref MiB':>8} {'ours MiB':>8} {'ref loss':>10} {'ours loss':>10} {'loss ratio':>10}"
     )
+    if bf16:
+        header += f" {'bf16 ms':>8} {'bf16 x':>7} {'bf16/fp32 loss':>14}"
     print(header)
     print("-" * len(header))
     for index, config in enumerate(configs(scale)):
-        row = compare(config, device, ours_first=index % 2 == 1)
-        print(
+        row = compare(config, device, reverse=index % 2 == 1, bf16=bf16)
+        line = (
             f"{config.label:<24} {config.steps:>5} {row['ref_ms']:>8.2f} {row['ours_ms']:>8.2f} "
             f"{row['ref_ms'] / row['ours_ms']:>7.1f}x {row['ref_mib']:>8.1f} "
             f"{row['ours_mib']:>8.1f} {row['ref_loss']:>10.5f} {row['ours_loss']:>10.5f} "
-            f"{row['ours_loss'] / row['ref_loss']:>10.4f}",
-            flush=True,
+            f"{row['ours_loss'] / row['ref_loss']:>10.4f}"
         )
+        if bf16:
+            line += (
+                f" {row['bf16_ms']:>8.2f} {row['ref_ms'] / row['bf16_ms']:>6.1f}x "
+                f"{row['bf16_loss'] / row['ours_loss']:>14.4f}"
+            )
+        print(line, flush=True)
 
 
 def scaling_table(device: torch.device, quick: bool) -> None:
@@ -344,24 +362,28 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="smoke run with few steps")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument(
+        "--bf16",
+        choices=("auto", "on", "off"),
+        default="auto",
+        help="also time precision='bf16' (auto: on CUDA or a CPU with bf16 instructions)",
+    )
     args = parser.parse_args()
     device = torch.device(args.device)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor()
-    print(
-        f"superpose benchmark {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC | torch "
-        f"{torch.__version__} | {device} {name or platform.machine()} | "
-        f"{torch.get_num_threads()} threads, {os.cpu_count()} CPUs | load {load:.2f} | "
-        f"batch {BATCH_SIZE}, lr {LR}, AdamW wd {WEIGHT_DECAY}"
+    bf16 = args.bf16 == "on" or (
+        args.bf16 == "auto" and (device.type == "cuda" or machine.has_bf16_units())
     )
+    torch.manual_seed(0)
+    print(machine.header("superpose benchmark", device))
+    print(f"batch {BATCH_SIZE}, lr {LR}, AdamW wd {WEIGHT_DECAY}\n")
     start = time.perf_counter()
-    comparison_table(device, 0.02 if args.quick else 1.0)
+    comparison_table(device, 0.02 if args.quick else 1.0, bf16)
     print()
     scaling_table(device, args.quick)
-    print(f"\ntotal {time.perf_counter() - start:.0f} s")
+    total = time.perf_counter() - start
+    print(f"\ntotal {total:.0f} s | load {machine.load_average():.2f} at the end")
 
 
 if __name__ == "__main__":

@@ -56,17 +56,15 @@ last lines are the table in markdown.
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import time
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from pathlib import Path
 
 import numpy as np
 import torch
+
+from superpose import machine
 
 N_FEATURES = 1024
 D_MODEL = 256
@@ -79,50 +77,17 @@ BATCH_SIZE = 1024
 LR = 3e-4
 SKLEARN_ALPHA = 1.0
 EVAL_BATCH = 4096
-BF16_FLAGS = ("amx_bf16", "amx_tile", "avx512_bf16", "avx512f")
 
 Codec = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 """Maps held-out activations ``(batch, d_model)`` to latent codes ``(instance, batch, width)``
 and reconstructions ``(instance, batch, d_model)``."""
 
 
-def cpu_description(cpuinfo: str | None = None) -> tuple[str, list[str]]:
-    """The CPU model and which of the bfloat16-relevant flags (:data:`BF16_FLAGS`) it has.
-
-    Args:
-        cpuinfo: the text of ``/proc/cpuinfo``; read from the system when None (an empty
-            text where there is none, e.g. off Linux).
-
-    Returns:
-        ``(model, flags)``: the first ``model name`` (else ``platform.processor()``, else the
-        machine type) and the present flags in :data:`BF16_FLAGS` order.
-    """
-    if cpuinfo is None:
-        path = Path("/proc/cpuinfo")
-        cpuinfo = path.read_text() if path.is_file() else ""
-    model, flags = "", set()
-    for line in cpuinfo.splitlines():
-        key, _, value = line.partition(":")
-        key = key.strip()
-        if key == "model name" and not model:
-            model = value.strip()
-        elif key == "flags" and not flags:
-            flags = set(value.split())
-    return model or platform.processor() or platform.machine(), [
-        flag for flag in BF16_FLAGS if flag in flags
-    ]
-
-
 def header(args: argparse.Namespace) -> str:
-    """The run's first lines: date, CPU model and bf16 flags, torch, threads, load, settings."""
-    model, flags = cpu_description()
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    """The run's first lines: the machine (:func:`superpose.machine.header`), then the
+    benchmark's settings."""
     return (
-        f"superpose SAE benchmark {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC\n"
-        f"CPU {model} | bf16 flags: {', '.join(flags) or 'none'} | {os.cpu_count()} CPUs | "
-        f"load {load:.2f}\n"
-        f"torch {torch.__version__} | {torch.get_num_threads()} threads | device {args.device}"
-        "\n"
+        f"{machine.header('superpose SAE benchmark', args.device)}\n"
         f"{N_FEATURES} features (Zipf {ZIPF_EXPONENT}, p {MAX_PROBABILITY}..{MIN_PROBABILITY},"
         f" magnitude 1) in {D_MODEL} dims | BatchTopK width {WIDTH}, k {K} | batch "
         f"{BATCH_SIZE}, lr {LR} | {args.samples:,} samples per SAE "
@@ -435,7 +400,7 @@ def cli() -> None:
     )
     args = parser.parse_args()
     if args.methods is None:
-        bf16 = {"amx_bf16", "avx512_bf16"}.intersection(cpu_description()[1])
+        bf16 = machine.has_bf16_units()
         args.methods = "saelens,sklearn,ours,grid" + (",ours-bf16,grid-bf16" if bf16 else "")
     if args.quick:
         args.samples, args.sklearn_samples, args.eval_samples = 16_384, 2_048, 8_192
@@ -466,7 +431,7 @@ def cli() -> None:
             print(check, flush=True)
         else:
             outcome = runners[name]()
-        load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+        load = machine.load_average()
         rows.append(cells(outcome, score(outcome, world, held_out), saelens_rate, load))
         lines.append(row(rows[-1], outcome.note))
         print(lines[-1], flush=True)

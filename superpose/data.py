@@ -370,7 +370,10 @@ def uniform(
 
     CUDA: ``torch.rand``. CPU: one 63-bit seed drawn from ``generator`` seeds numpy PCG64
     streams (``numpy.random.SeedSequence.spawn``), one per :data:`UNIFORM_CHUNK` numbers,
-    filled by a thread pool (numpy releases the GIL while filling).
+    filled by a thread pool (numpy releases the GIL while filling). Float32 numbers are
+    numpy's ``Generator.random(dtype=np.float32)`` ones, bit for bit, made from the stream's
+    raw 64-bit words (low half first, top 24 bits of each half, times ``2**-24``) in three
+    vectorised passes, about a third faster than numpy's number-by-number conversion.
     """
     if generator.device.type != "cpu":
         return torch.rand(shape, generator=generator, device=generator.device, dtype=dtype)
@@ -381,9 +384,16 @@ def uniform(
     streams = np.random.SeedSequence(seed).spawn(len(starts))
 
     def fill(chunk: int) -> None:
-        start = starts[chunk]
-        rng = np.random.Generator(np.random.PCG64(streams[chunk]))
-        rng.random(out=out[start : start + UNIFORM_CHUNK], dtype=numpy_dtype)
+        part = out[starts[chunk] : starts[chunk] + UNIFORM_CHUNK]
+        bit_generator = np.random.PCG64(streams[chunk])
+        if numpy_dtype is np.float64:
+            np.random.Generator(bit_generator).random(out=part)
+            return
+        words = bit_generator.random_raw((part.size + 1) // 2).astype("<u8", copy=False)
+        bits = words.view("<u4")[: part.size]  # low half first, on any byte order
+        np.right_shift(bits, 8, out=bits)
+        np.copyto(part, bits, casting="unsafe")  # exact: below 2**24
+        np.multiply(part, np.float32(2**-24), out=part)
 
     if len(starts) == 1:
         fill(0)

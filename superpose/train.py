@@ -28,6 +28,9 @@ SCHEDULES = ("constant", "linear", "cosine")
 METHODS = ("auto", "reference", "fast")
 """Ways to compute each step's gradients; see :func:`train`."""
 
+PRECISIONS = fast.PRECISIONS
+"""Precisions of the products in :func:`train` (``"bf16"`` needs ``method="fast"``)."""
+
 
 class TrainingDiverged(RuntimeError):
     """A loss became NaN or infinite. ``step`` and ``instances`` say where."""
@@ -53,6 +56,7 @@ class TrainResult:
         steps: optimisation steps taken.
         device: where it ran.
         method: how the gradients were computed, ``"fast"`` or ``"reference"``.
+        precision: the products' operand precision, ``"fp32"`` or ``"bf16"``.
     """
 
     loss: torch.Tensor
@@ -62,6 +66,7 @@ class TrainResult:
     steps: int
     device: str
     method: str
+    precision: str = "fp32"
 
 
 def lr_factor(step: int, steps: int, schedule: str = "constant", warmup_steps: int = 0) -> float:
@@ -285,6 +290,7 @@ def train(
     method: str = "auto",
     compile: bool = False,
     threads: int | None = None,
+    precision: str = "fp32",
     on_log: Callable[[int, ToyModel], None] | None = None,
 ) -> TrainResult:
     """Train every instance of ``model`` on ``data`` with AdamW; the model is updated in place.
@@ -325,6 +331,12 @@ def train(
             of steps (e.g. ``double-descent --full``).
         threads: torch CPU threads for the run (restored afterwards); None picks them by the
             step's size (:func:`auto_threads`). Ignored on CUDA.
+        precision: ``"fp32"``, or ``"bf16"`` (with ``method="fast"``): the five batched
+            products from bfloat16 operands with float32 accumulation, while the loss, the
+            gradients' sums, the weights and the optimiser state stay float32 (see
+            :mod:`superpose.fast`). Pays where the products dominate the step and the CPU
+            has bfloat16 instructions (AVX512-BF16 or AMX); ``experiments/benchmark.py``
+            measures it against float32.
         on_log: called as ``on_log(step, model)`` after each logging interval (``step`` counts
             the steps taken), e.g. to snapshot weights for learning-dynamics plots.
 
@@ -354,6 +366,13 @@ def train(
         f"does not support {type(model).__name__}, which overrides the ToyModel forward pass "
         "or loss",
     )
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    if precision != "fp32" and method != "fast":
+        raise ValueError(
+            f"precision={precision!r} needs method='fast' (a plain ToyModel); the reference "
+            "method is float32"
+        )
     device = resolve_device(device)
     if not isinstance(compile, bool):
         raise TypeError(f"compile must be True or False, got {compile!r}")
@@ -380,7 +399,7 @@ def train(
         batch = sample(batch_size, model.n_instances, generator).to(device)
         optimizer.zero_grad(set_to_none=True)
         if method == "fast":
-            loss = fast.loss_and_backward(model, batch, compile)
+            loss = fast.loss_and_backward(model, batch, compile, precision)
         else:
             loss = _autograd_backward(model, batch)
         optimizer.step()
@@ -421,6 +440,7 @@ def train(
         steps=steps,
         device=str(device),
         method=method,
+        precision=precision,
     )
 
 

@@ -6,9 +6,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from superpose import SparseFeatures, ToyModel, TrainingDiverged, fast, train
+from superpose import SparseFeatures, ToyModel, TrainingDiverged, fast, theory, train
 from superpose.data import CompactBatch
 from superpose.models import KINDS
+from superpose.train import best_of_seeds
 
 
 def _model(kind: str, n_instances: int = 3, n_features: int = 7, n_hidden: int = 3) -> ToyModel:
@@ -159,3 +160,75 @@ def test_fast_path_reports_divergence() -> None:
         train(model, _data("relu"), steps=20, log_every=10, progress=False, method="fast")
     assert error.value.step == 0
     assert error.value.instances == [1]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize(
+    ("n_features", "n_hidden"), [(40, 8), (2, 1)], ids=["bmm", "tiny-matrices"]
+)
+def test_bf16_gradients_are_close_to_float32(kind: str, n_features: int, n_hidden: int) -> None:
+    """bfloat16 operands keep about 3 significant digits: measured over these cases, losses
+    within 0.25 % and gradients within 3 % in norm of autograd's float32 ones (a ReLU mask
+    can flip where a pre-activation is within rounding of 0)."""
+    model = _model(kind, n_features=n_features, n_hidden=n_hidden)
+    batch = _data(kind, n_features).sample(batch_size=256, n_instances=model.n_instances)
+    loss = model.loss(batch)
+    loss.sum().backward()
+    expected = {name: p.grad.clone() for name, p in model.named_parameters()}
+    model.zero_grad(set_to_none=True)
+
+    bf16_loss = fast.loss_and_backward(model, batch, precision="bf16")
+
+    torch.testing.assert_close(bf16_loss, loss.detach(), rtol=5e-3, atol=1e-6)
+    for name, parameter in model.named_parameters():
+        assert parameter.grad.dtype == torch.float32, name
+        error = (parameter.grad - expected[name]).norm() / expected[name].norm()
+        assert 1e-5 < error < 0.05, (name, error)  # rounded, but not far off
+
+
+def test_precision_choices() -> None:
+    data = _data("relu")
+    result = train(_model("relu"), data, steps=2, progress=False, precision="bf16")
+    assert (result.method, result.precision) == ("fast", "bf16")
+    assert train(_model("relu"), data, steps=2, progress=False).precision == "fp32"
+    with pytest.raises(ValueError, match="precision must be one of"):
+        train(_model("relu"), data, steps=2, progress=False, precision="fp16")
+    with pytest.raises(ValueError, match="precision='bf16' needs method='fast'"):
+        train(_model("relu"), data, steps=2, progress=False, method="reference", precision="bf16")
+    with pytest.raises(ValueError, match="precision='bf16' needs method='fast'"):
+        train(_Doubled("relu", 2, 7, 3, seed=0), data, steps=2, progress=False, precision="bf16")
+    with pytest.raises(ValueError, match="precision must be one of"):
+        fast.loss_and_backward(_model("relu"), data.sample(4, 3), precision="float16")
+
+
+@pytest.mark.slow
+def test_bf16_phase_diagram_matches_theory_and_float32() -> None:
+    """The n=2, m=1 phase diagram (6×6 grid of relative importance 0.1–10 × feature
+    probability 1–0.01, best of 3 seeds, 2,000 steps at lr 0.01) trained with bfloat16
+    products. Measured: every cell labelled as the theory and as float32 (also on a 20×20
+    grid: 99.5 % agreement for both, identical labels); best held-out losses at most 8.4e-5
+    apart (mean 0.0211 for both; relative gaps are large only where a loss is near 0)."""
+    num, seeds = 6, 3
+    grid = torch.cartesian_prod(torch.logspace(-1, 1, num), torch.logspace(0, -2, num))
+    importance = torch.stack([torch.ones(num * num), grid[:, 0]], 1).repeat_interleave(seeds, 0)
+    probability = grid[:, 1:].repeat_interleave(seeds, 0)
+    predicted = theory.phase_diagram(2, 1, grid[::num, 0].numpy(), grid[:num, 1].numpy()).labels
+    labels, losses = {}, {}
+    for precision in ("fp32", "bf16"):
+        model = ToyModel("relu", num * num * seeds, 2, 1, importance, seed=[0, 1, 2] * num * num)
+        result = train(
+            model,
+            SparseFeatures(2, probability, seed=0),
+            steps=2000,
+            lr=0.01,
+            eval_samples=16384,
+            seed=0,
+            progress=False,
+            precision=precision,
+        )
+        best = best_of_seeds(result.loss, seeds)
+        labels[precision] = theory.classify_solution(model.W.detach()[best]).reshape(num, num)
+        losses[precision] = result.loss[best]
+    assert theory.phase_agreement(predicted, labels["bf16"]) >= 0.9  # the issue's bar
+    assert (labels["bf16"] == labels["fp32"]).mean() >= 35 / 36
+    torch.testing.assert_close(losses["bf16"], losses["fp32"], rtol=0.01, atol=2e-4)
