@@ -12,12 +12,13 @@ re-implementation of the public TMS notebook / ARENA exercises) and ``superpose.
 back to back, the order reversed on every other configuration, from the same initial weights,
 with the same steps, batch size and learning rate; ``superpose.train(..., precision="bf16")``
 runs beside them where bfloat16 has hardware support (``--bf16 auto``: a CUDA device, or a
-CPU with ``avx512_bf16`` or ``amx_bf16``). All trained models are then scored by the same
-held-out evaluation (:func:`superpose.train.evaluate`, same samples). Every ratio divides two
-numbers of the same run, and the header names the machine (:mod:`superpose.machine`). Peak
-memory is the rise of the process's peak resident set (CPU) or of PyTorch's peak allocation
-(CUDA) during training. A second table shows how our step time and memory scale with
-``n_features`` and with the number of instances.
+CPU with ``avx512_bf16`` or ``amx_bf16``), and on CUDA ``superpose.train(..., compile=True)``
+(its compilation timed apart, in the 3-step warm-up). All trained models are then scored by
+the same held-out evaluation (:func:`superpose.train.evaluate`, same samples). Every ratio
+divides two numbers of the same run, and the header names the machine
+(:mod:`superpose.machine`). Peak memory is the rise of the process's peak resident set (CPU)
+or of PyTorch's peak allocation (CUDA) during training. A second table shows how our step
+time and memory scale with ``n_features`` and with the number of instances.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import argparse
 import ctypes
 import gc
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
@@ -221,10 +222,10 @@ def run_reference(config: Config, init: ToyModel, steps: int, device: torch.devi
 
 
 def run_ours(
-    config: Config, init: ToyModel, steps: int, device: torch.device, precision: str = "fp32"
+    config: Config, init: ToyModel, steps: int, device: torch.device, **options: object
 ) -> Run:
-    """Train a copy of ``init`` with ``superpose.train`` at ``precision`` (its held-out loss
-    is computed by the caller, so ``eval_samples`` is kept to one batch here)."""
+    """Train a copy of ``init`` with ``superpose.train`` and ``options`` (e.g. a ``precision``;
+    its held-out loss is computed by the caller, so ``eval_samples`` is kept to one batch)."""
     model = _copy(init)
     data = _data(config, device)
     with peak_memory(device) as memory:
@@ -240,7 +241,7 @@ def run_ours(
             device=device,
             progress=False,
             threads=torch.get_num_threads(),  # the reference's threads, not auto_threads'
-            precision=precision,
+            **options,
         )
     return Run(1e3 * result.wall_time / steps, memory[0], model)
 
@@ -262,11 +263,19 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def compare(config: Config, device: torch.device, reverse: bool, bf16: bool) -> dict[str, float]:
+VARIANTS = {"bf16": {"precision": "bf16"}, "compiled": {"compile": True}}
+"""Our trainer's opt-in options timed beside its defaults: bfloat16 products (CPUs with bf16
+instructions, CUDA) and ``torch.compile`` of the step (CUDA)."""
+
+
+def compare(
+    config: Config, device: torch.device, reverse: bool, variants: Sequence[str]
+) -> dict[str, float]:
     """Time the trainers on ``config`` back to back (the reference recipe, ours, and ours with
-    ``precision="bf16"`` if ``bf16``; in reverse order if ``reverse``) and score them on the
-    same held-out sample; returns ms/step, memory and mean held-out loss of each, keyed
-    ``ref_*``, ``ours_*`` and ``bf16_*``."""
+    each of ``variants`` from :data:`VARIANTS`; in reverse order if ``reverse``) and score them
+    on the same held-out sample; returns the warm-up seconds (3 steps: allocator, kernels,
+    compilation), ms/step, memory and mean held-out loss of each, keyed ``ref_*``, ``ours_*``
+    and ``<variant>_*``."""
     init = ToyModel(
         config.kind,
         config.n_instances,
@@ -276,16 +285,18 @@ def compare(config: Config, device: torch.device, reverse: bool, bf16: bool) -> 
         seed=0,
     )
     runners: list[tuple[str, Callable[..., Run]]] = [("ref", run_reference), ("ours", run_ours)]
-    if bf16:
-        runners.append(("bf16", partial(run_ours, precision="bf16")))
+    runners += [(name, partial(run_ours, **VARIANTS[name])) for name in variants]
     if reverse:
         runners.reverse()
     row: dict[str, float] = {}
     for name, runner in runners:
-        runner(config, init, 3, device)  # warm-up: allocator, kernels, lazy init
+        begin = time.perf_counter()
+        runner(config, init, 3, device)  # warm-up: allocator, kernels, lazy init, compilation
+        warm_up = time.perf_counter() - begin
         run = runner(config, init, config.steps, device)
         loss = evaluate(run.model, _data(config, device), EVAL_SAMPLES, seed=12345)
         row |= {
+            f"{name}_warmup_s": warm_up,
             f"{name}_ms": run.ms_per_step,
             f"{name}_mib": run.memory_mib,
             f"{name}_loss": loss.mean().item(),
@@ -293,31 +304,35 @@ def compare(config: Config, device: torch.device, reverse: bool, bf16: bool) -> 
     return row
 
 
-def comparison_table(device: torch.device, scale: float, bf16: bool) -> None:
-    """Print the reference-vs-ours table for configurations A-E; with ``bf16``, also ours
-    with ``precision="bf16"``: its ms/step, speed-up over the reference and held-out loss
-    over ours in float32."""
+def comparison_table(device: torch.device, scale: float, variants: Sequence[str]) -> None:
+    """Print the reference-vs-ours table for configurations A-E; for each of ``variants``,
+    also ours with it: its ms/step, speed-up over the reference and held-out loss over ours
+    in float32 (and, compiled, the seconds of its 3-step warm-up: the compilation)."""
     header = (
         f"{'config':<24} {'steps':>5} {'ref ms':>8} {'ours ms':>8} {'speed-up':>8} "
         f"{'ref MiB':>8} {'ours MiB':>8} {'ref loss':>10} {'ours loss':>10} {'loss ratio':>10}"
     )
-    if bf16:
-        header += f" {'bf16 ms':>8} {'bf16 x':>7} {'bf16/fp32 loss':>14}"
+    for name in variants:
+        header += f" {name + ' ms':>12} {name + ' x':>11} {name + '/fp32 loss':>18}"
+        if name == "compiled":
+            header += f" {'compile s':>9}"
     print(header)
     print("-" * len(header))
     for index, config in enumerate(configs(scale)):
-        row = compare(config, device, reverse=index % 2 == 1, bf16=bf16)
+        row = compare(config, device, reverse=index % 2 == 1, variants=variants)
         line = (
             f"{config.label:<24} {config.steps:>5} {row['ref_ms']:>8.2f} {row['ours_ms']:>8.2f} "
             f"{row['ref_ms'] / row['ours_ms']:>7.1f}x {row['ref_mib']:>8.1f} "
             f"{row['ours_mib']:>8.1f} {row['ref_loss']:>10.5f} {row['ours_loss']:>10.5f} "
             f"{row['ours_loss'] / row['ref_loss']:>10.4f}"
         )
-        if bf16:
+        for name in variants:
             line += (
-                f" {row['bf16_ms']:>8.2f} {row['ref_ms'] / row['bf16_ms']:>6.1f}x "
-                f"{row['bf16_loss'] / row['ours_loss']:>14.4f}"
+                f" {row[name + '_ms']:>12.3f} {row['ref_ms'] / row[name + '_ms']:>10.1f}x "
+                f"{row[name + '_loss'] / row['ours_loss']:>18.4f}"
             )
+            if name == "compiled":
+                line += f" {row['compiled_warmup_s']:>9.1f}"
         print(line, flush=True)
 
 
@@ -375,11 +390,12 @@ def main() -> None:
     bf16 = args.bf16 == "on" or (
         args.bf16 == "auto" and (device.type == "cuda" or machine.has_bf16_units())
     )
+    variants = ["bf16"] * bf16 + ["compiled"] * (device.type == "cuda")
     torch.manual_seed(0)
     print(machine.header("superpose benchmark", device))
     print(f"batch {BATCH_SIZE}, lr {LR}, AdamW wd {WEIGHT_DECAY}\n")
     start = time.perf_counter()
-    comparison_table(device, 0.02 if args.quick else 1.0, bf16)
+    comparison_table(device, 0.02 if args.quick else 1.0, variants)
     print()
     scaling_table(device, args.quick)
     total = time.perf_counter() - start
