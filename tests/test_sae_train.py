@@ -144,6 +144,21 @@ def test_training_with_resampling_runs():
     assert torch.isfinite(result.history["loss"]).all()
 
 
+def test_betas_reach_adam():
+    # β = (0, 0): every Adam step moves each weight by exactly ±lr (or 0 without a gradient)
+    steps = {}
+    for betas in ((0.0, 0.0), (0.9, 0.999)):
+        sae = SAE("relu", 1, 8, 16, seed=0)
+        before = sae.W_dec.detach().clone()
+        train(sae, _source(), betas=betas, lr=0.01, **{**QUICK, "steps": 2})
+        steps[betas] = (sae.W_dec.detach() - before).abs() / 0.01
+    sign_steps = steps[(0.0, 0.0)]
+    assert ((sign_steps - sign_steps.round()).abs() < 1e-3).all()
+    assert (sign_steps.round() == 2).any()
+    default = steps[(0.9, 0.999)]
+    assert ((default - default.round()).abs() > 1e-2).any()
+
+
 def test_divergence_names_step_and_instance():
     sae = SAE("relu", 2, 8, 16, seed=0)
     with pytest.raises(TrainingDiverged, match=r"at step \d+ for instance\(s\) \[0, 1\]"):
@@ -161,6 +176,8 @@ def test_divergence_names_step_and_instance():
         ({"sparsity_warmup_steps": 50}, ValueError, "sparsity_warmup_steps must be an int"),
         ({"dead_window": 0}, ValueError, "dead_window must be a positive integer"),
         ({"resample_every": 0}, ValueError, "resample_every must be a positive integer"),
+        ({"betas": (0.9, 1.0)}, ValueError, r"betas must be a pair \(β₁, β₂\) of floats in"),
+        ({"betas": [0.9, 0.99]}, ValueError, r"betas must be a pair"),
     ],
 )
 def test_bad_training_settings(options, error, match):

@@ -2,7 +2,7 @@
 
 Instances are independent, so the objective is the sum of the per-instance losses. Defaults
 for these small synthetic problems (features of magnitude ≤ 1 along unit directions):
-Adam with ``lr = 1e-3`` and betas (0.9, 0.999) (Gao et al. 2024 and Anthropic's April 2024
+Adam with ``lr = 1e-3`` and default betas (0.9, 0.999) (Gao et al. 2024 and Anthropic's April 2024
 update also use Adam; their smaller rates suit far larger dictionaries), a constant rate
 after an optional warm-up (any :data:`superpose.train.SCHEDULES`), the sparsity penalty
 warmed up linearly over ``sparsity_warmup_steps`` (Anthropic's λ warm-up), ``b_dec``
@@ -171,6 +171,7 @@ def train(
     steps: int = 5000,
     batch_size: int = 1024,
     lr: float = 1e-3,
+    betas: tuple[float, float] = (0.9, 0.999),
     schedule: str = "constant",
     warmup_steps: int = 0,
     sparsity_warmup_steps: int = 0,
@@ -196,6 +197,8 @@ def train(
         steps: optimisation steps.
         batch_size: samples per step.
         lr: peak learning rate, scaled by :func:`superpose.train.lr_factor` each step.
+        betas: Adam's ``(β₁, β₂)``, each in ``[0, 1)``. A smaller ``β₂`` (e.g. 0.99) damps
+            the large steps Adam takes on a latent whose gradient is rarely non-zero.
         schedule: one of :data:`superpose.train.SCHEDULES`, after ``warmup_steps`` of linear
             warm-up.
         sparsity_warmup_steps: the sparsity penalty's coefficient ramps linearly from ~0 to
@@ -235,6 +238,12 @@ def train(
             f"sparsity_warmup_steps must be an int in [0, steps={steps}], "
             f"got {sparsity_warmup_steps!r}"
         )
+    if not (
+        isinstance(betas, tuple)
+        and len(betas) == 2
+        and all(isinstance(b, int | float) and 0 <= b < 1 for b in betas)
+    ):
+        raise ValueError(f"betas must be a pair (β₁, β₂) of floats in [0, 1), got {betas!r}")
     if resample_every is not None:
         resample_every = positive_int("resample_every", resample_every)
     method = resolve_method(
@@ -251,9 +260,7 @@ def train(
 
     sae.to(device).train()
     generator = make_generator(seed, source.features.device)
-    optimizer = torch.optim.Adam(
-        sae.parameters(), lr=lr, betas=(0.9, 0.999), fused=method == "fast"
-    )
+    optimizer = torch.optim.Adam(sae.parameters(), lr=lr, betas=betas, fused=method == "fast")
     since_fired = torch.zeros(sae.n_instances, sae.d_sae, dtype=torch.long, device=device)
     n_logs = steps // log_every + (steps % log_every > 0)
     history = {name: torch.zeros(n_logs, sae.n_instances) for name in HISTORY}
