@@ -393,10 +393,15 @@ def train(
         capturable=graphed,
     )
 
+    # batches drawn on a GPU are dense (a recorded step needs the same shapes every step, and
+    # sparse drawing waits on the GPU); both methods draw the same ones
+    def sample() -> CompactBatch:
+        if data.device.type == "cuda":
+            return CompactBatch.of(data.sample(batch_size, model.n_instances, generator))
+        return data.sample_rows(batch_size, model.n_instances, generator)
+
     def one_step() -> torch.Tensor:
-        # a recorded step needs the same shapes every step: dense batches
-        sample = data.sample if graphed else data.sample_rows
-        batch = sample(batch_size, model.n_instances, generator).to(device)
+        batch = sample().to(device)
         optimizer.zero_grad(set_to_none=True)
         if method == "fast":
             loss = fast.loss_and_backward(model, batch, compile, precision)
