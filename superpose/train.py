@@ -131,27 +131,30 @@ def cpu_threads(n_threads: int) -> Iterator[None]:
         torch.set_num_threads(previous)
 
 
-TWO_THREAD_ELEMENTS = 2**24
+TWO_THREAD_ELEMENTS = 2**15
 """Batch elements per step (``instance × batch × n_features``) from which :func:`auto_threads`
-picks a second thread; see there for the measurements."""
+may pick a second thread; see there for the measurements."""
 
 
 def auto_threads(elements: int) -> int:
     """Torch CPU threads for training steps over ``elements`` batch elements (``instance ×
-    batch × n_features``): 2 from :data:`TWO_THREAD_ELEMENTS` on (where the CPU has 2 cores
-    for this process), else 1.
+    batch × n_features``): 2 when the step has at least :data:`TWO_THREAD_ELEMENTS` elements,
+    this process may use 2 cores and one of them is free (the 1-minute load average is below
+    ``cores − 0.5``), else 1.
 
-    A step is a few dozen operations, each over at most about 1 MiB (the fast path's chunks);
-    a second thread splits each operation and waits for its core at every one. On a 2-core CPU
-    loaded by other jobs (load average 6–12), fast-path steps ran 10–25× slower on 2 threads
-    than on 1 at every size measured: 51,200 elements (n=5 ×10) 159 against 8.4 ms, 102,400
-    (n=100 ×1) 315 against 12.7 ms, 3,276,800 (the phase diagram's n=2 ×1,600 chunk) 777
-    against 77 ms. The threshold sits above every measured size, so those train on one thread;
-    a second thread is left to larger steps, where each operation is long enough to amortise
-    waiting for the core (not measured yet on an idle machine).
+    A second thread splits each of a step's few dozen operations and waits for its core at
+    every one. Measured on a 2-core AMD EPYC, fast path, ms per step on 1 / 2 threads. Idle
+    (load ≈ 1): 0.90 / 0.78 for 51,200 elements (n=5 ×10), 14.7 / 10.8 for 2,048,000 (n=100
+    ×20), 28.2 / 26.4 for 3,276,800 (the phase diagram's n=2 ×1,600 chunk). Loaded by other
+    jobs (load average 6–12): 2 threads were 10–25× slower at every size (8.4 / 159 for
+    51,200, 77 / 777 for 3,276,800).
     """
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return 2 if elements >= TWO_THREAD_ELEMENTS and (cores or 1) >= 2 else 1
+    cores = cores or 1
+    if cores < 2 or elements < TWO_THREAD_ELEMENTS:
+        return 1
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float(cores)
+    return 2 if load < cores - 0.5 else 1
 
 
 def best_of_seeds(loss: torch.Tensor, n_seeds: int) -> torch.Tensor:
