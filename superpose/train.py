@@ -102,6 +102,18 @@ def resolve_method(method: str, supported: bool, unsupported: str) -> str:
     return method
 
 
+def check_precision(precision: str, method: str, fast_covers: str) -> None:
+    """Raise a ValueError for a ``precision`` outside :data:`PRECISIONS`, or for bfloat16
+    without the (resolved) fast ``method``, which covers ``fast_covers``."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    if precision != "fp32" and method != "fast":
+        raise ValueError(
+            f"precision={precision!r} needs method='fast' ({fast_covers}); the reference "
+            "method is float32"
+        )
+
+
 def check_optimizer_settings(
     steps: int, lr: float, schedule: str, warmup_steps: int, weight_decay: float
 ) -> None:
@@ -369,13 +381,7 @@ def train(
         f"does not support {type(model).__name__}, which overrides the ToyModel forward pass "
         "or loss",
     )
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
-    if precision != "fp32" and method != "fast":
-        raise ValueError(
-            f"precision={precision!r} needs method='fast' (a plain ToyModel); the reference "
-            "method is float32"
-        )
+    check_precision(precision, method, "a plain ToyModel")
     device = resolve_device(device)
     if not isinstance(compile, bool):
         raise TypeError(f"compile must be True or False, got {compile!r}")

@@ -39,6 +39,7 @@ from superpose.sae.sources import ActivationSource, activations_for, check_sourc
 from superpose.train import (
     _check_finite,
     check_optimizer_settings,
+    check_precision,
     lr_factor,
     resolve_method,
 )
@@ -249,13 +250,7 @@ def train(
     method = resolve_method(
         method, fast.supports(sae), f"supports the topk and batchtopk kinds, not {sae.kind!r}"
     )
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
-    if precision != "fp32" and method != "fast":
-        raise ValueError(
-            f"precision={precision!r} needs method='fast' (topk and batchtopk kinds); the "
-            "reference method is float32"
-        )
+    check_precision(precision, method, "topk and batchtopk kinds")
     device = resolve_device(device)
 
     sae.to(device).train()
