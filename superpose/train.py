@@ -143,30 +143,28 @@ def cpu_threads(n_threads: int) -> Iterator[None]:
         torch.set_num_threads(previous)
 
 
-TWO_THREAD_ELEMENTS = 2**15
+TWO_THREAD_ELEMENTS = 2**24
 """Batch elements per step (``instance × batch × n_features``) from which :func:`auto_threads`
-may pick a second thread; see there for the measurements."""
+picks a second thread; see there for the measurements."""
 
 
 def auto_threads(elements: int) -> int:
     """Torch CPU threads for training steps over ``elements`` batch elements (``instance ×
-    batch × n_features``): 2 when the step has at least :data:`TWO_THREAD_ELEMENTS` elements,
-    this process may use 2 cores and one of them is free (the 1-minute load average is below
-    ``cores − 0.5``), else 1.
+    batch × n_features``): 2 from :data:`TWO_THREAD_ELEMENTS` on (where this process may use
+    2 cores), else 1. The choice depends on the step's size alone, so a seeded run gives the
+    same numbers however busy the machine is (the thread count can change a product's
+    rounding).
 
     A second thread splits each of a step's few dozen operations and waits for its core at
-    every one. Measured on a 2-core AMD EPYC, fast path, ms per step on 1 / 2 threads. Idle
-    (load ≈ 1): 0.90 / 0.78 for 51,200 elements (n=5 ×10), 14.7 / 10.8 for 2,048,000 (n=100
-    ×20), 28.2 / 26.4 for 3,276,800 (the phase diagram's n=2 ×1,600 chunk). Loaded by other
-    jobs (load average 6–12): 2 threads were 10–25× slower at every size (8.4 / 159 for
-    51,200, 77 / 777 for 3,276,800).
+    every one. Measured on a 2-core AMD EPYC, fast path, ms per step on 1 / 2 threads. Loaded
+    by other jobs (load average 6–12): 2 threads were 10–25× slower at every size (8.4 / 159
+    for 51,200 elements, n=5 ×10; 77 / 777 for 3,276,800, the phase diagram's n=2 ×1,600
+    chunk). Idle (load ≈ 1): 2 threads were faster, 0.90 / 0.78 for 51,200 elements, 14.7 /
+    10.8 for 2,048,000 (n=100 ×20), 28.2 / 26.4 for 3,276,800. One thread is the safe default
+    below the threshold; pass ``train(threads=2)`` on an idle machine.
     """
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    cores = cores or 1
-    if cores < 2 or elements < TWO_THREAD_ELEMENTS:
-        return 1
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float(cores)
-    return 2 if load < cores - 0.5 else 1
+    return 2 if elements >= TWO_THREAD_ELEMENTS and (cores or 1) >= 2 else 1
 
 
 def best_of_seeds(loss: torch.Tensor, n_seeds: int) -> torch.Tensor:

@@ -135,12 +135,13 @@ def test_privileged_basis_neurons_turn_polysemantic():
 @pytest.mark.slow
 def test_abs_model_two_neurons_per_feature_when_dense_polysemantic_when_sparse():
     """Absolute-value model (n=50, m=20): dense inputs get 2 monosemantic neurons per
-    feature (ReLU(x) and ReLU(−x)), so 10 features; sparse inputs pack more features than
-    neurons (but fewer than 2 neurons each) and every neuron reads several.
+    feature (ReLU(x) and ReLU(−x)), so at most 10 features; sparse inputs pack more features
+    than neurons (but fewer than 2 neurons each) and every neuron reads several.
 
-    Measured (this two-instance run, 4000 steps): 20/20 monosemantic and 10 features at
-    1−S = 1; 19 features at 1−S = 0.03 (23 in the six-instance experiment, 7.3 features per
-    neuron there)."""
+    Measured (this two-instance run, 4000 steps): 20/20 monosemantic at 1−S = 1 with 10
+    features in 0.2 and 8 in 0.3 (a change of summation order lands in another optimum; 9 in
+    each of 4 seeds of an 8-instance run); 19 features at 1−S = 0.03 (18–23 over 4 seeds, 23
+    in the six-instance experiment, 7.3 features per neuron there)."""
     from superpose import SparseFeatures, ToyModel, train
 
     computation = registry.load("experiments", "computation")
@@ -151,6 +152,6 @@ def test_abs_model_two_neurons_per_feature_when_dense_polysemantic_when_sparse()
     W = model.W.detach()
     per_neuron = analysis.features_per_neuron(W.abs(), computation.WEIGHT_THRESHOLD)
     represented = (analysis.feature_norms(W) > analysis.REPRESENTED_NORM).sum(-1)
-    assert (per_neuron[0] == 1).all() and int(represented[0]) == 10
+    assert (per_neuron[0] == 1).all() and 8 <= int(represented[0]) <= 10
     assert int(represented[1]) >= 15
     assert float(per_neuron[1].float().mean()) > 3
