@@ -6,14 +6,12 @@ instance's gradient is exactly that of its own loss.
 
 from __future__ import annotations
 
-import functools
 import math
 import os
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 from tqdm.auto import tqdm
@@ -261,30 +259,6 @@ def evaluate(
     return (total / n_samples).float()
 
 
-def _threads_for_run(train_function: Callable[..., TrainResult]) -> Callable[..., TrainResult]:
-    """Run :func:`train` with ``threads`` torch CPU threads (None: :func:`auto_threads` of the
-    step's size; CUDA: unchanged), restoring the previous count afterwards."""
-
-    @functools.wraps(train_function)
-    def run(
-        model: ToyModel, data: SparseFeatures, *, threads: int | None = None, **options: Any
-    ) -> TrainResult:
-        if threads is not None:
-            threads = positive_int("threads", threads)
-        if resolve_device(options.get("device", "cpu")).type != "cpu":
-            return train_function(model, data, threads=threads, **options)
-        if threads is None and isinstance(model, ToyModel):
-            rows = options.get("batch_size", 1024)
-            if rows is None and isinstance(data, SparseFeatures) and data.is_finite:
-                rows = data.n_samples
-            threads = auto_threads(model.n_instances * (rows or 1) * model.n_features)
-        with cpu_threads(threads or 1):
-            return train_function(model, data, threads=threads, **options)
-
-    return run
-
-
-@_threads_for_run
 def train(
     model: ToyModel,
     data: SparseFeatures,
@@ -381,6 +355,8 @@ def train(
     )
     check_precision(precision, method, "a plain ToyModel")
     device = resolve_device(device)
+    if threads is not None:
+        threads = positive_int("threads", threads)
     if not isinstance(compile, bool):
         raise TypeError(f"compile must be True or False, got {compile!r}")
     if compile and (method != "fast" or device.type != "cuda"):
@@ -388,72 +364,76 @@ def train(
             f"compile=True needs method='fast' on a CUDA device, got method={method!r} on {device}"
         )
 
-    model.to(device)
-    generator = None if seed is None else make_generator(seed, device)
-    # CUDA fast path: one step recorded as a CUDA graph (needs the batches drawn on the GPU)
-    graphed = method == "fast" and device.type == "cuda" and data.device == device
-    optimizer = torch.optim.AdamW(
-        model.parameters(),
-        lr=torch.tensor(lr, device=device) if graphed else lr,
-        weight_decay=weight_decay,
-        fused=method == "fast",
-        capturable=graphed,
-    )
+    if device.type == "cpu" and threads is None:
+        rows = data.n_samples if batch_size is None else batch_size
+        threads = auto_threads(model.n_instances * rows * model.n_features)
+    with cpu_threads(threads) if device.type == "cpu" else nullcontext():
+        model.to(device)
+        generator = None if seed is None else make_generator(seed, device)
+        # CUDA fast path: one step recorded as a CUDA graph (needs the batches drawn on the GPU)
+        graphed = method == "fast" and device.type == "cuda" and data.device == device
+        optimizer = torch.optim.AdamW(
+            model.parameters(),
+            lr=torch.tensor(lr, device=device) if graphed else lr,
+            weight_decay=weight_decay,
+            fused=method == "fast",
+            capturable=graphed,
+        )
 
-    # batches drawn on a GPU are dense (a recorded step needs the same shapes every step, and
-    # sparse drawing waits on the GPU); both methods draw the same ones
-    def sample() -> CompactBatch:
-        if data.device.type == "cuda":
-            return CompactBatch.of(data.sample(batch_size, model.n_instances, generator))
-        return data.sample_rows(batch_size, model.n_instances, generator)
+        # batches drawn on a GPU are dense (a recorded step needs the same shapes every step, and
+        # sparse drawing waits on the GPU); both methods draw the same ones
+        def sample() -> CompactBatch:
+            if data.device.type == "cuda":
+                return CompactBatch.of(data.sample(batch_size, model.n_instances, generator))
+            return data.sample_rows(batch_size, model.n_instances, generator)
 
-    def one_step() -> torch.Tensor:
-        batch = sample().to(device)
-        optimizer.zero_grad(set_to_none=True)
-        if method == "fast":
-            loss = fast.loss_and_backward(model, batch, compile, precision)
-        else:
-            loss = _autograd_backward(model, batch)
-        optimizer.step()
-        return loss
+        def one_step() -> torch.Tensor:
+            batch = sample().to(device)
+            optimizer.zero_grad(set_to_none=True)
+            if method == "fast":
+                loss = fast.loss_and_backward(model, batch, compile, precision)
+            else:
+                loss = _autograd_backward(model, batch)
+            optimizer.step()
+            return loss
 
-    take_step = CudaGraphStep(one_step, data.generators(generator)) if graphed else one_step
-    n_logs = steps // log_every + (steps % log_every > 0)
-    history_loss = torch.zeros(n_logs, model.n_instances)
-    interval = torch.zeros(log_every, model.n_instances, device=device)
-    bar = tqdm(total=steps, disable=not progress, desc=f"train {model.kind}", unit="step")
-    start = time.perf_counter()
-    step_lr = None
-    for step in range(steps):
-        if (new_lr := lr * lr_factor(step, steps, schedule, warmup_steps)) != step_lr:
-            step_lr = new_lr
-            for group in optimizer.param_groups:
-                if graphed:  # the recorded update reads the learning rate from this tensor
-                    group["lr"].fill_(step_lr)
-                else:
-                    group["lr"] = step_lr
-        interval[step % log_every] = take_step()
-        if (step + 1) % log_every == 0 or step + 1 == steps:
-            filled = interval[: step % log_every + 1]
-            _check_finite(filled, first_step=step - step % log_every)
-            history_loss[step // log_every] = filled.mean(0).cpu()
-            bar.update(step % log_every + 1)
-            bar.set_postfix(loss=f"{history_loss[step // log_every].mean().item():.4g}")
-            if on_log is not None:
-                on_log(step + 1, model)
-    wall_time = time.perf_counter() - start
-    bar.close()
-    history_steps = torch.clamp(torch.arange(1, n_logs + 1) * log_every, max=steps)
-    return TrainResult(
-        loss=evaluate(model, data, eval_samples, seed=1 if seed is None else seed + 1).cpu(),
-        history_steps=history_steps,
-        history_loss=history_loss,
-        wall_time=wall_time,
-        steps=steps,
-        device=str(device),
-        method=method,
-        precision=precision,
-    )
+        take_step = CudaGraphStep(one_step, data.generators(generator)) if graphed else one_step
+        n_logs = steps // log_every + (steps % log_every > 0)
+        history_loss = torch.zeros(n_logs, model.n_instances)
+        interval = torch.zeros(log_every, model.n_instances, device=device)
+        bar = tqdm(total=steps, disable=not progress, desc=f"train {model.kind}", unit="step")
+        start = time.perf_counter()
+        step_lr = None
+        for step in range(steps):
+            if (new_lr := lr * lr_factor(step, steps, schedule, warmup_steps)) != step_lr:
+                step_lr = new_lr
+                for group in optimizer.param_groups:
+                    if graphed:  # the recorded update reads the learning rate from this tensor
+                        group["lr"].fill_(step_lr)
+                    else:
+                        group["lr"] = step_lr
+            interval[step % log_every] = take_step()
+            if (step + 1) % log_every == 0 or step + 1 == steps:
+                filled = interval[: step % log_every + 1]
+                _check_finite(filled, first_step=step - step % log_every)
+                history_loss[step // log_every] = filled.mean(0).cpu()
+                bar.update(step % log_every + 1)
+                bar.set_postfix(loss=f"{history_loss[step // log_every].mean().item():.4g}")
+                if on_log is not None:
+                    on_log(step + 1, model)
+        wall_time = time.perf_counter() - start
+        bar.close()
+        history_steps = torch.clamp(torch.arange(1, n_logs + 1) * log_every, max=steps)
+        return TrainResult(
+            loss=evaluate(model, data, eval_samples, seed=1 if seed is None else seed + 1).cpu(),
+            history_steps=history_steps,
+            history_loss=history_loss,
+            wall_time=wall_time,
+            steps=steps,
+            device=str(device),
+            method=method,
+            precision=precision,
+        )
 
 
 def _autograd_backward(model: ToyModel, batch: CompactBatch) -> torch.Tensor:
