@@ -753,13 +753,9 @@ class SparseFeatures:
         batch.
         """
         generator = self.generator if generator is None else generator
-        plain = self.dataset is None and not self.normalize and self.independent
-        if not plain or batch_size is None:
+        if not self._draws_active or batch_size is None:
             return CompactBatch.of(self.sample(batch_size, n_instances, generator))
-        instances = self.feature_probability.shape[0] if n_instances is None else n_instances
-        probability = broadcast_instances(
-            "feature_probability", self.feature_probability, positive_int("n_instances", instances)
-        ).to(generator.device)
+        probability = self._instance_probability(n_instances).to(generator.device)
         batch_size = positive_int("batch_size", batch_size)
         sparse = probability.mean(-1) < SPARSE_DENSITY
         change = (sparse.diff() != 0).nonzero().flatten().add_(1).tolist()
@@ -819,11 +815,22 @@ class SparseFeatures:
         """``(n_instances,)`` bool: the instances for which :meth:`sample_sparse` pays (the SAE
         sources then use it), those of independent features whose mean firing probability is
         below :data:`SPARSE_DENSITY`."""
-        instances = self.feature_probability.shape[0] if n_instances is None else n_instances
-        density = broadcast_instances(
-            "feature_probability", self.feature_probability, instances
-        ).mean(-1)
+        density = self._instance_probability(n_instances).mean(-1)
         return (density < SPARSE_DENSITY) & self.independent
+
+    @property
+    def _draws_active(self) -> bool:
+        """Whether fresh batches can be drawn as their active entries alone: infinite data of
+        :attr:`independent` features, not rescaled (:meth:`sample_sparse`, :meth:`sample_rows`)."""
+        return self.dataset is None and not self.normalize and self.independent
+
+    def _instance_probability(self, n_instances: int | None) -> torch.Tensor:
+        """``feature_probability`` broadcast to ``(n_instances, n_features)`` (default: its own
+        instance count)."""
+        instances = self.feature_probability.shape[0] if n_instances is None else n_instances
+        return broadcast_instances(
+            "feature_probability", self.feature_probability, positive_int("n_instances", instances)
+        )
 
     def sample_sparse(
         self,
@@ -842,12 +849,9 @@ class SparseFeatures:
         feature).
         """
         generator = self.generator if generator is None else generator
-        if self.dataset is not None or self.normalize or not self.independent:
+        if not self._draws_active:
             return self.sample(batch_size, n_instances, generator).to_sparse()
-        instances = self.feature_probability.shape[0] if n_instances is None else n_instances
-        probability = broadcast_instances(
-            "feature_probability", self.feature_probability, positive_int("n_instances", instances)
-        )
+        probability = self._instance_probability(n_instances)
         batch_size = positive_int("batch_size", batch_size)
         indices, value = self._draw_active(probability, batch_size, generator)
         shape = (probability.shape[0], batch_size, self.n_features)
