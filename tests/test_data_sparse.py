@@ -8,7 +8,13 @@ import torch
 from scipy import stats
 
 from superpose import SparseFeatures
-from superpose.data import SPARSE_DENSITY, Hierarchy, bernoulli_positions
+from superpose.data import (
+    FEATURE_MAJOR,
+    SPARSE_DENSITY,
+    Hierarchy,
+    bernoulli_positions,
+    feature_major,
+)
 
 P_VALUE = 1e-3
 
@@ -151,3 +157,15 @@ def test_trainer_batches_match_the_dense_distribution():
     # dense instances are drawn as draw() draws them
     dense = SparseFeatures(4, 0.5, seed=3).sample_rows(64, n_instances=2)
     assert torch.equal(dense.dense(), SparseFeatures(4, 0.5, seed=3).sample(64, n_instances=2))
+
+
+def test_small_batches_are_feature_major_and_sample_is_contiguous():
+    probability = [[0.5], [0.01]]
+    batch = SparseFeatures(3, probability, seed=1).sample_rows(256)
+    assert len(batch.parts) == 2 and all(feature_major(part) for part in batch.parts)
+    dense = SparseFeatures(3, probability, seed=1).sample_rows(256, sparse=False)
+    assert dense.repeats == (0,) and feature_major(dense.parts[0])
+    drawn = SparseFeatures(3, probability, seed=1).sample(256)
+    assert drawn.is_contiguous() and torch.equal(dense.dense(), drawn)
+    wide = SparseFeatures(FEATURE_MAJOR + 1, 0.5, seed=1).sample_rows(8)
+    assert wide.parts[0].is_contiguous()

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from superpose import SparseFeatures, ToyModel, TrainingDiverged, fast, theory, train
-from superpose.data import CompactBatch
+from superpose.data import CompactBatch, feature_major
 from superpose.models import KINDS
 from superpose.train import best_of_seeds
 
@@ -38,8 +38,14 @@ def _data(kind: str, n_features: int = 7, probability: float = 0.4) -> SparseFea
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize(
     ("n_features", "n_hidden", "chunk"),
-    [(7, 3, fast.CHUNK_ELEMENTS), (2, 1, fast.CHUNK_ELEMENTS), (5, 2, 2560), (5, 2, 64)],
-    ids=["bmm", "tiny-matrices", "instance-chunks", "row-chunks"],
+    [
+        (7, 3, fast.CHUNK_ELEMENTS),
+        (12, 3, fast.CHUNK_ELEMENTS),
+        (2, 1, fast.CHUNK_ELEMENTS),
+        (5, 2, 2560),
+        (5, 2, 64),
+    ],
+    ids=["bmm", "bmm-row-major", "tiny-matrices", "instance-chunks", "row-chunks"],
 )
 def test_gradients_equal_autograd(
     kind: str, n_features: int, n_hidden: int, chunk: int, monkeypatch: pytest.MonkeyPatch
@@ -60,6 +66,20 @@ def test_gradients_equal_autograd(
         assert parameter.grad is not None, name
         assert parameter.grad.shape == parameter.shape, name
         torch.testing.assert_close(parameter.grad, expected[name], rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("layout", ["row-major", "feature-major"])
+@pytest.mark.parametrize(("q", "r"), [(2, 1), (4, 1), (2, 2), (5, 2), (2, 5), (12, 3)])
+def test_matmul_equals_bmm_in_both_layouts(q: int, r: int, layout: str) -> None:
+    generator = torch.Generator().manual_seed(0)
+    a, b, add = (
+        torch.randn(shape, generator=generator) for shape in ((3, 40, q), (3, q, r), (3, 1, r))
+    )
+    if layout == "feature-major":
+        a = a.mT.contiguous().mT
+    assert feature_major(a) == (layout == "feature-major")
+    torch.testing.assert_close(fast.matmul(a, b, add), torch.baddbmm(add, a, b))
+    torch.testing.assert_close(fast.matmul(a, b), torch.bmm(a, b))
 
 
 @pytest.mark.parametrize("kind", KINDS)

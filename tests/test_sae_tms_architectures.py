@@ -120,8 +120,10 @@ def test_experiment_script_passes_the_script_flags(monkeypatch, tmp_path):
 @pytest.mark.slow  # 15-50 s under load
 def test_resampling_revives_dead_latents_of_untied_relu_saes():
     """Measured (pentagon model of seed 0, 8 untied-init ReLU SAEs, 3000 steps, dead latents
-    counted on 32,768 fresh samples): without resampling 9 of 40 latents dead, mean MMCS
-    0.957; resampling every 500 steps leaves 5 dead, mean MMCS 0.960."""
+    counted on 32,768 fresh samples): without resampling 8 of 40 latents dead, mean MMCS
+    0.956; resampling every 500 steps leaves 4 dead, mean MMCS 0.953 (0.3.0's feature-order
+    draws: 9 / 0.957 and 5 / 0.960). Resampling revives latents; its effect on MMCS is within
+    the seeds' noise (±0.003), so the test bounds it by 0.01."""
     experiment = registry.load("experiments", "sae-tms")
     data = SparseFeatures(5, 0.025, seed=0)
     model = ToyModel("relu", 1, 5, 2, seed=0)
@@ -140,4 +142,5 @@ def test_resampling_revives_dead_latents_of_untied_relu_saes():
         outcome[resample_every] = (dead, mmcs)
     assert outcome[None][0] >= 7
     assert outcome[500][0] <= outcome[None][0] - 3
-    assert outcome[500][1] >= max(0.955, outcome[None][1])
+    assert min(outcome[None][1], outcome[500][1]) >= 0.95
+    assert abs(outcome[500][1] - outcome[None][1]) <= 0.01

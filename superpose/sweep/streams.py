@@ -78,7 +78,8 @@ class CellStreams(SparseFeatures):
         self._seed_index = torch.tensor([position[s] for s in self.seeds], device=self.device)
         self._generators: dict[int, list[torch.Generator]] = {}
         tiny = torch.finfo(self.feature_probability.dtype).tiny
-        self._divisor = self.feature_probability.clamp_min(tiny)[:, None, :]
+        self._divisor = self.feature_probability.clamp_min(tiny)[:, :, None]
+        self._negative_divisor = -self._divisor
         self._largest = self.feature_probability.amax(1)
         self._instance = torch.arange(len(self.seeds), device=self.device)
 
@@ -111,13 +112,18 @@ class CellStreams(SparseFeatures):
     def _features(self, u: torch.Tensor, instances: slice) -> torch.Tensor:
         """Samples ``(instance, rows, n_features)`` of ``instances`` from their seeds' uniforms
         ``u: (seed, rows, n_features)``."""
+        # feature-major (instance, n_features, rows), returned transposed: every pass then
+        # broadcasts a per-instance scalar along rows (and the trainer's fast path keeps it)
+        u = u.mT.contiguous()
         # one seed: a broadcast view instead of a copy per instance
         n_instances = len(self.seeds[instances])
         u = u.expand(n_instances, -1, -1) if u.shape[0] == 1 else u[self._seed_index[instances]]
-        source = u / self._divisor[instances]
         if self._inverse_cdf is MAGNITUDES["uniform"]:
-            return source.masked_fill_(source >= 1.0, 0.0)
-        return torch.where(source < 1.0, self._inverse_cdf(source), 0.0)
+            # -u/p > -1 exactly when u/p < 1 (threshold_ is one pass; a mask is two)
+            negative = u / self._negative_divisor[instances]
+            return torch.threshold_(negative, -1.0, -0.0).neg_().mT
+        source = u / self._divisor[instances]
+        return torch.where(source < 1.0, self._inverse_cdf(source), 0.0).mT
 
     def stream_draw(self, rows: int, stream: int) -> torch.Tensor:
         """The next ``rows`` samples of ``stream``: ``(instance, rows, n_features)``."""
@@ -151,20 +157,23 @@ class CellStreams(SparseFeatures):
         """``(instance, batch_size, n_features)`` from the stream named by ``generator``'s
         initial seed (the trainer's ``seed`` for training batches)."""
         self._check_instances(n_instances)
-        return self.stream_draw(batch_size, generator.initial_seed())
+        return self.stream_draw(batch_size, generator.initial_seed()).contiguous()
 
     def sample_rows(
         self,
         batch_size: int | None,
         n_instances: int | None = None,
         generator: torch.Generator | None = None,
+        sparse: bool = True,
     ) -> CompactBatch:
         """:meth:`stream_rows` of the stream named by ``generator``'s initial seed (this
-        object's own when None)."""
+        object's own when None); with ``sparse=False``, :meth:`stream_draw`'s dense batch."""
         generator = self.generator if generator is None else generator
         if batch_size is None:
             raise ValueError("CellStreams draws infinite data: batch_size must be an int")
         self._check_instances(len(self.seeds) if n_instances is None else n_instances)
+        if not sparse:
+            return CompactBatch.of(self.stream_draw(batch_size, generator.initial_seed()))
         return self.stream_rows(batch_size, generator.initial_seed())
 
     def _check_instances(self, n_instances: int) -> None:
