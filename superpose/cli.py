@@ -32,7 +32,7 @@ def _sweep(args: argparse.Namespace) -> int:
     from superpose import sweep
 
     if args.dry_run:
-        print(sweep.plan(args.spec, out=args.out))
+        print(sweep.plan(args.spec, args.out, args.workers, args.backend, args.device))
         return 0
     try:
         summary = sweep.run(
@@ -42,6 +42,7 @@ def _sweep(args: argparse.Namespace) -> int:
             address=args.address,
             device=args.device,
             progress=not args.quiet,
+            workers=args.workers,
         )
     except sweep.StoreLocked as error:  # another run writes there: one line, no traceback
         print(f"superpose sweep: error: {error}", file=sys.stderr)
@@ -96,6 +97,12 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--backend", choices=("local", "ray"), default="local")
     sweep.add_argument("--address", default=None, help="Ray cluster address, e.g. auto")
     sweep.add_argument("--device", default="cpu")
+    sweep.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="local backend: chunks trained at a time (default: one per CPU core; 1 on a GPU)",
+    )
     sweep.add_argument("--dry-run", action="store_true", help="print the cells and packing plan")
     sweep.add_argument("--quiet", action="store_true", help="no progress bar")
     sweep.set_defaults(run=_sweep)

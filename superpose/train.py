@@ -161,8 +161,13 @@ def auto_threads(elements: int) -> int:
     10.8 for 2,048,000 (n=100 ×20), 28.2 / 26.4 for 3,276,800. One thread is the safe default
     below the threshold; pass ``train(threads=2)`` on an idle machine.
     """
+    return 2 if elements >= TWO_THREAD_ELEMENTS and available_cores() >= 2 else 1
+
+
+def available_cores() -> int:
+    """CPU cores this process may run on (its affinity mask where the OS has one)."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return 2 if elements >= TWO_THREAD_ELEMENTS and (cores or 1) >= 2 else 1
+    return max(1, cores or 1)
 
 
 def best_of_seeds(loss: torch.Tensor, n_seeds: int) -> torch.Tensor:
@@ -383,9 +388,8 @@ def train(
         # batches drawn on a GPU are dense (a recorded step needs the same shapes every step, and
         # sparse drawing waits on the GPU); both methods draw the same ones
         def sample() -> CompactBatch:
-            if data.device.type == "cuda":
-                return CompactBatch.of(data.sample(batch_size, model.n_instances, generator))
-            return data.sample_rows(batch_size, model.n_instances, generator)
+            sparse = data.device.type != "cuda"
+            return data.sample_rows(batch_size, model.n_instances, generator, sparse)
 
         def one_step() -> torch.Tensor:
             batch = sample().to(device)

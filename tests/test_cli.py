@@ -72,8 +72,9 @@ def test_sweep_dry_run_then_run_then_resume(tmp_path, capsys):
         "[training]\nsteps = 20\neval_samples = 256\n"
     )
     out = str(tmp_path / "store")
-    assert main(["sweep", str(spec), "--out", out, "--dry-run"]) == 0
-    assert "4 cells" in capsys.readouterr().out
+    assert main(["sweep", str(spec), "--out", out, "--dry-run", "--workers", "2"]) == 0
+    plan = capsys.readouterr().out
+    assert "4 cells" in plan and "2 at a time" in plan and "2 chunk(s)" in plan
     assert main(["sweep", str(spec), "--out", out, "--quiet"]) == 0
     assert "4 done, 0 skipped, 0 failed" in capsys.readouterr().out
     assert main(["sweep", str(spec), "--out", out, "--quiet"]) == 0

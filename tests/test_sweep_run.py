@@ -17,9 +17,10 @@ import torch
 import superpose.data
 from superpose import sweep
 from superpose.analysis import scalar_metrics
-from superpose.sweep import Chunk, SweepSpec, run_chunk
+from superpose.sweep import Chunk, SweepSpec, pack, run_chunk
 from superpose.sweep.store import DATABASE
 from superpose.sweep.streams import CellStreams
+from superpose.train import available_cores
 
 ROOT = Path(__file__).resolve().parents[1]
 METRICS = ["final_loss", "dimensions_per_feature", "mean_superposition", "n_represented"]
@@ -53,6 +54,8 @@ def test_streams_do_not_depend_on_packing():
     first, second = packed.stream_draw(64, 0), packed.stream_draw(64, 0)
     assert torch.equal(first[1:2], alone.stream_draw(64, 0))
     assert torch.equal(second[1:2], alone.stream_draw(64, 0))
+    dense = CellStreams(p[1:2], [5]).sample_rows(64, 1, torch.Generator().manual_seed(0), False)
+    assert dense.repeats == (0,) and torch.equal(dense.parts[0], first[1:2])
     assert torch.equal(first[0], first[2])  # same seed, same probability: same batch
     assert not torch.equal(first, second)
     assert not torch.equal(
@@ -100,7 +103,7 @@ def test_packed_cells_match_cells_trained_alone():
 
 def test_run_store_load_and_rerun_skips(tmp_path):
     spec = small_spec(max_chunk_cells=5)
-    summary = sweep.run(spec, out=tmp_path, progress=False)
+    summary = sweep.run(spec, out=tmp_path, progress=False, workers=1)
     assert (summary.cells, summary.done, summary.skipped, summary.failed) == (12, 12, 0, 0)
     assert "12 cells: 12 done, 0 skipped, 0 failed" in str(summary)
     frame = sweep.load(tmp_path)
@@ -174,6 +177,47 @@ def test_errors_are_recorded_and_retried(tmp_path, monkeypatch):
     monkeypatch.undo()
     retry = sweep.run(spec, out=tmp_path, progress=False)
     assert (retry.done, retry.skipped) == (6, 0)
+
+
+def test_pack_gives_parallel_workers_equal_shares():
+    cells = SweepSpec.from_dict(
+        {
+            "name": "grid",
+            "fixed": {"kind": "relu", "n_features": 2, "n_hidden": 1},
+            "axes": {"feature_probability": {"logspace": [1, 0.01], "num": 48}},
+            "training": {"steps": 1},
+        }
+    ).cells()
+    sizes = {
+        workers: [len(chunk) for chunk in pack(cells, 256, 16, workers)] for workers in (1, 2, 4)
+    }
+    assert sizes == {1: [16, 16, 16], 2: [12, 12, 12, 12], 4: [12, 12, 12, 12]}
+    assert [len(chunk) for chunk in pack(cells[:3], 256, 16, workers=4)] == [1, 1, 1]
+
+
+def test_worker_processes_give_the_in_process_results(tmp_path):
+    spec = small_spec(steps=40, max_chunk_cells=3)  # 12 cells in 4 chunks either way
+    one = sweep.run(spec, out=tmp_path / "one", progress=False, workers=1)
+    two = sweep.run(spec, out=tmp_path / "two", progress=False, workers=2)
+    assert one.done == two.done == 12
+    a, b = by_hash(sweep.load(tmp_path / "one")), by_hash(sweep.load(tmp_path / "two"))
+    assert a[METRICS].equals(b[METRICS])
+    for config_hash in a.index:
+        first = sweep.load_weights(tmp_path / "one", config_hash)
+        second = sweep.load_weights(tmp_path / "two", config_hash)
+        assert all(torch.equal(first[name], second[name]) for name in first)
+
+
+def test_workers_are_checked():
+    assert sweep.resolve_workers(None) == available_cores()
+    assert sweep.resolve_workers(3) == 3
+    assert sweep.resolve_workers(None, backend="ray") == 1
+    with pytest.raises(ValueError, match="workers must be >= 1, got 0"):
+        sweep.resolve_workers(0)
+    with pytest.raises(TypeError, match="workers must be an int or None"):
+        sweep.resolve_workers(2.0)
+    with pytest.raises(ValueError, match="workers applies only to backend='local'"):
+        sweep.resolve_workers(2, backend="ray")
 
 
 def test_bad_arguments(tmp_path):

@@ -207,7 +207,7 @@ def test_second_writer_is_refused_and_readers_are_not(tmp_path, finished):
 
 
 def test_lock_is_released_on_interrupt(tmp_path, monkeypatch):
-    def interrupted(chunks, device, address):
+    def interrupted(chunks, device, address, workers):
         raise KeyboardInterrupt
         yield
 

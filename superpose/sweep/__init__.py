@@ -28,7 +28,7 @@ Example::
 from superpose.sweep.execute import CellResult, run_chunk, sae_source
 from superpose.sweep.lock import StoreLocked
 from superpose.sweep.packing import Chunk, pack
-from superpose.sweep.runner import SweepSummary, plan, run
+from superpose.sweep.runner import SweepSummary, plan, resolve_workers, run
 from superpose.sweep.spec import FIELDS, SAE_FIELDS, SAE_SPARSITY, TASKS, Cell, SweepSpec
 from superpose.sweep.store import CorruptWeights, ResultStore, load, load_model, load_weights
 
@@ -50,6 +50,7 @@ __all__ = [
     "load_weights",
     "pack",
     "plan",
+    "resolve_workers",
     "run",
     "run_chunk",
     "sae_source",

@@ -1,7 +1,10 @@
 """Execution backends: where chunks train. Each yields chunk results as they finish; only the
 caller (the driver) writes the store.
 
-* ``local``: in this process, one chunk after another, on the CPU or one GPU.
+* ``local``: on this machine. One worker: in this process, one chunk after another, on the
+  CPU or one GPU. Several workers (CPU only): that many chunks at a time, each in a worker
+  process (forked where the OS can) on ``cores // workers`` torch threads, so every chunk
+  trains exactly as it would alone.
 * ``ray``: every chunk is a Ray task (``pip install -e ".[ray]"``). ``address="auto"`` (or a
   cluster address) joins a running cluster; without an address a local Ray is started and
   shut down afterwards; an already initialised Ray is used as it is. Tasks ask for one CPU,
@@ -10,33 +13,56 @@ caller (the driver) writes the store.
 
 from __future__ import annotations
 
+import multiprocessing
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
 import torch
 
 from superpose._checks import resolve_device
 from superpose.sweep.execute import CellResult, run_chunk
 from superpose.sweep.packing import Chunk
+from superpose.train import available_cores
 
-Backend = Callable[[Sequence[Chunk], str, str | None], Iterator[list[CellResult]]]
-"""``backend(chunks, device, address)`` yields each chunk's results as it finishes."""
+Backend = Callable[[Sequence[Chunk], str, str | None, int], Iterator[list[CellResult]]]
+"""``backend(chunks, device, address, workers)`` yields each chunk's results as it finishes."""
 
 
 def run_local(
-    chunks: Sequence[Chunk], device: str, address: str | None
+    chunks: Sequence[Chunk], device: str, address: str | None, workers: int = 1
 ) -> Iterator[list[CellResult]]:
-    """Train the chunks here, in order."""
+    """Train the chunks on this machine: in this process and in order with one worker, else
+    ``workers`` chunks at a time in worker processes (CPU only), yielding results in the order
+    they complete."""
     if address is not None:
         raise ValueError("address applies only to backend='ray'")
     resolved = str(resolve_device(device))
-    for chunk in chunks:
-        yield run_chunk(chunk, resolved)
+    if workers == 1 or len(chunks) <= 1:
+        for chunk in chunks:
+            yield run_chunk(chunk, resolved)
+        return
+    if resolved != "cpu":
+        raise ValueError(f"workers > 1 needs device='cpu', got {resolved!r}")
+    threads = max(1, available_cores() // workers)
+    methods = multiprocessing.get_all_start_methods()
+    # fork (as torch's DataLoader does on Linux) starts at once and needs no __main__ guard
+    context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
+    pool = ProcessPoolExecutor(min(workers, len(chunks)), mp_context=context)
+    pending = {pool.submit(run_chunk, chunk, resolved, threads) for chunk in chunks}
+    try:
+        while pending:
+            done, pending = wait(pending, return_when=FIRST_COMPLETED)
+            for future in done:
+                yield future.result()
+    finally:
+        pool.shutdown(cancel_futures=True)
 
 
 def run_ray(
-    chunks: Sequence[Chunk], device: str, address: str | None
+    chunks: Sequence[Chunk], device: str, address: str | None, workers: int = 1
 ) -> Iterator[list[CellResult]]:
-    """Train the chunks as Ray tasks, yielding results in the order they complete."""
+    """Train the chunks as Ray tasks, yielding results in the order they complete (Ray runs
+    as many at a time as the cluster has CPUs or GPUs; ``workers`` only shaped the packing)."""
     try:
         import ray
     except ImportError as error:

@@ -25,6 +25,7 @@ from __future__ import annotations
 import time
 import traceback
 from collections.abc import Mapping, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -101,18 +102,18 @@ SAE_LOG_EVERY = 100
 """Training steps per logged interval of an SAE cell (its ``final_*`` values average the last)."""
 
 
-def _train_toy_cells(cells: list[Cell], device: str) -> list[CellResult]:
+def _train_toy_cells(cells: list[Cell], device: str, threads: int | None) -> list[CellResult]:
     """Train toy ``cells`` as one batched model; one result per cell, in order; raises
     TrainingDiverged like the trainer (naming positions in ``cells``).
 
     The model's instances are the cells ordered by feature probability, so that the compact
     batches (:meth:`CellStreams.stream_rows`) group cells of similar sparsity; the torch
-    threads are :func:`~superpose.train.auto_threads` of the chunk's step."""
+    threads are ``threads``, or :func:`~superpose.train.auto_threads` of the chunk's step."""
     order = sorted(range(len(cells)), key=lambda k: float(cells[k].config["feature_probability"]))
     config = cells[0].config
     elements = len(cells) * int(config["batch_size"]) * int(config["n_features"])
     try:
-        with cpu_threads(auto_threads(elements)):  # training and the held-out loss
+        with cpu_threads(threads or auto_threads(elements)):  # training and the held-out loss
             results = _train_toy_model([cells[k] for k in order], device)
     except TrainingDiverged as error:
         raise TrainingDiverged(error.step, [order[k] for k in error.instances]) from None
@@ -223,8 +224,15 @@ def build_sae(configs: Sequence[Mapping[str, Any]]) -> SparseAutoencoder:
     )
 
 
-def _train_sae_cells(cells: list[Cell], device: str) -> list[CellResult]:
-    """Train SAE ``cells`` as one batched SAE; raises TrainingDiverged like the trainer."""
+def _train_sae_cells(cells: list[Cell], device: str, threads: int | None) -> list[CellResult]:
+    """Train SAE ``cells`` as one batched SAE on ``threads`` torch threads (None: as set);
+    raises TrainingDiverged like the trainer."""
+    with cpu_threads(threads) if threads else nullcontext():
+        return _train_sae(cells, device)
+
+
+def _train_sae(cells: list[Cell], device: str) -> list[CellResult]:
+    """Train SAE ``cells`` as one batched SAE."""
     config = cells[0].config
     data_seed = int(config["data_seed"])
     source = sae_source(config, device)
@@ -273,8 +281,11 @@ _TRAINERS = {"toy": _train_toy_cells, "sae": _train_sae_cells}
 """How the cells of each task train (one batched model per call)."""
 
 
-def run_chunk(chunk: Chunk, device: str = "cpu") -> list[CellResult]:
+def run_chunk(chunk: Chunk, device: str = "cpu", threads: int | None = None) -> list[CellResult]:
     """Train every cell of ``chunk`` on ``device``; one :class:`CellResult` per cell.
+
+    ``threads``: torch CPU threads for the chunk (None: toy cells choose by the step's size,
+    :func:`~superpose.train.auto_threads`; SAE cells use the process's setting).
 
     Never raises for a training failure: diverged cells and failed chunks come back as
     results with a status and an error message.
@@ -284,7 +295,7 @@ def run_chunk(chunk: Chunk, device: str = "cpu") -> list[CellResult]:
     results: list[CellResult] = []
     while pending:
         try:
-            results += _TRAINERS[chunk.cells[0].task](pending, device)
+            results += _TRAINERS[chunk.cells[0].task](pending, device, threads)
             pending = []
         except TrainingDiverged as error:
             bad = set(error.instances)

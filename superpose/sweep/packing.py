@@ -79,23 +79,33 @@ def bytes_per_cell(config: Mapping[str, Any], task: str = "toy") -> int:
     return 4 * floats
 
 
-def pack(cells: Sequence[Cell], memory_budget_mb: float, max_chunk_cells: int) -> list[Chunk]:
+def pack(
+    cells: Sequence[Cell], memory_budget_mb: float, max_chunk_cells: int, workers: int = 1
+) -> list[Chunk]:
     """Group ``cells`` by shape and split each group into near-equal chunks.
 
     A chunk holds at most ``max_chunk_cells`` cells and at most as many as fit in
-    ``memory_budget_mb`` by :func:`bytes_per_cell` (at least one). Groups keep the order of
-    their first cell; cells keep their order within a group.
+    ``memory_budget_mb`` by :func:`bytes_per_cell` (at least one). When the chunks would not
+    divide evenly among ``workers`` trained in parallel, the groups with the largest chunks
+    are split further until they do (or every chunk is one cell): three chunks of 1,600 cells
+    become four of 1,200 for two workers. Groups keep the order of their first cell; cells
+    keep their order within a group.
     """
     groups: dict[tuple, list[Cell]] = {}
     for cell in cells:
         groups.setdefault(cell.group(), []).append(cell)
-    chunks: list[Chunk] = []
-    for group_cells in groups.values():
+    totals = [len(group_cells) for group_cells in groups.values()]
+    sizes = []  # cells per chunk of each group
+    for group_cells, total in zip(groups.values(), totals, strict=True):
         first = group_cells[0]
         fit = int(memory_budget_mb * 2**20 // bytes_per_cell(first.config, first.task))
         capacity = max(1, min(max_chunk_cells, fit))
-        n_chunks = math.ceil(len(group_cells) / capacity)
-        size = math.ceil(len(group_cells) / n_chunks)
+        sizes.append(math.ceil(total / math.ceil(total / capacity)))
+    while sum(-(-t // s) for t, s in zip(totals, sizes, strict=True)) % workers and max(sizes) > 1:
+        g = max(range(len(sizes)), key=sizes.__getitem__)
+        sizes[g] = min(sizes[g] - 1, math.ceil(totals[g] / (math.ceil(totals[g] / sizes[g]) + 1)))
+    chunks: list[Chunk] = []
+    for group_cells, size in zip(groups.values(), sizes, strict=True):
         for start in range(0, len(group_cells), size):
             chunks.append(Chunk(tuple(group_cells[start : start + size]), len(chunks)))
     return chunks

@@ -19,10 +19,12 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from superpose._checks import resolve_device
 from superpose.sweep.backends import BACKENDS
 from superpose.sweep.packing import describe, pack
 from superpose.sweep.spec import Cell, SweepSpec, as_spec
 from superpose.sweep.store import DATABASE, CorruptWeights, ResultStore
+from superpose.train import available_cores
 
 RESULTS = Path("results")
 """Default parent folder of sweep results: ``results/<spec name>``."""
@@ -75,10 +77,37 @@ def _finished(store: ResultStore, cells: list[Cell]) -> tuple[set[str], list[Cor
     return store.finished() - {error.config_hash for error in damaged}, damaged
 
 
-def plan(spec: SweepSpec | str | Path, out: str | Path | None = None) -> str:
+def resolve_workers(workers: int | None, backend: str = "local", device: str = "cpu") -> int:
+    """Chunks trained at a time by the local backend: ``workers``, or by default one per CPU
+    core this process may use (:func:`~superpose.train.available_cores`) on the CPU and 1 on
+    a GPU. The Ray backend takes no ``workers`` (the cluster decides) and packs for 1."""
+    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int)):
+        raise TypeError(f"workers must be an int or None, got {workers!r}")
+    if workers is not None and workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
+    if backend != "local":
+        if workers is not None:
+            raise ValueError("workers applies only to backend='local'")
+        return 1
+    if str(resolve_device(device)) != "cpu":
+        if workers not in (None, 1):
+            raise ValueError(f"workers > 1 needs device='cpu', got device={device!r}")
+        return 1
+    return available_cores() if workers is None else workers
+
+
+def plan(
+    spec: SweepSpec | str | Path,
+    out: str | Path | None = None,
+    workers: int | None = None,
+    backend: str = "local",
+    device: str = "cpu",
+) -> str:
     """The dry-run text: cell count, grid, cells already finished at ``out`` (default
-    ``results/<name>``), and the packing plan of the cells left to train."""
+    ``results/<name>``), and the packing plan of the cells left to train (for ``workers``,
+    ``backend`` and ``device`` as :func:`run` takes them)."""
     spec = as_spec(spec)
+    workers = resolve_workers(workers, backend, device)
     out = _out(spec, out)
     cells = spec.cells()
     finished: set[str] = set()
@@ -100,10 +129,10 @@ def plan(spec: SweepSpec | str | Path, out: str | Path | None = None) -> str:
         f"results: {out} ({len(cells) - len(todo)} finished, {len(todo)} to train"
         + (f", {len(damaged)} of them for missing or corrupt weight files)" if damaged else ")"),
         f"packing: memory budget {execution['memory_budget_mb']:g} MB, "
-        f"at most {execution['max_chunk_cells']} cells per chunk",
+        f"at most {execution['max_chunk_cells']} cells per chunk, {workers} at a time",
     ]
     if todo:
-        lines.append(describe(pack(todo, **execution)))
+        lines.append(describe(pack(todo, **execution, workers=workers)))
     return "\n".join(lines)
 
 
@@ -114,6 +143,7 @@ def run(
     address: str | None = None,
     device: str = "cpu",
     progress: bool = True,
+    workers: int | None = None,
 ) -> SweepSummary:
     """Train every unfinished cell of ``spec`` and store the results.
 
@@ -124,6 +154,9 @@ def run(
         address: Ray cluster address (``"auto"`` joins a running cluster); Ray only.
         device: ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"auto"``.
         progress: show a progress bar over cells.
+        workers: local backend: chunks trained at a time, each in its own process on the
+            CPU (:func:`resolve_workers`; default one per core on a CPU, 1 on a GPU). A
+            cell's result does not depend on it (each cell trains as it would alone).
 
     Notes go to stderr before training: a stale lock taken over, and finished cells whose
     weight files are missing or corrupt (they are retrained).
@@ -139,6 +172,7 @@ def run(
     spec = as_spec(spec)
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {sorted(BACKENDS)}, got {backend!r}")
+    workers = resolve_workers(workers, backend, device)
     out = _out(spec, out)
     cells = spec.cells()
     summary = SweepSummary(spec.name, out, len(cells))
@@ -162,9 +196,9 @@ def run(
             summary.damaged = len(damaged)
         todo = [cell for cell in cells if cell.config_hash not in finished]
         summary.skipped = len(cells) - len(todo)
-        chunks = pack(todo, **spec.execution)
+        chunks = pack(todo, **spec.execution, workers=workers)
         bar = tqdm(total=len(todo), desc=spec.name, unit="cell", disable=not progress)
-        results = BACKENDS[backend](chunks, device, address)
+        results = BACKENDS[backend](chunks, device, address, workers)
         try:
             for chunk_results in results:
                 store.write(chunk_results)
