@@ -779,7 +779,9 @@ class SparseFeatures:
             return CompactBatch.of(self.sample(batch_size, n_instances, generator))
         probability = self._instance_probability(n_instances).to(generator.device)
         batch_size = positive_int("batch_size", batch_size)
-        sparse = (probability.mean(-1) < SPARSE_DENSITY) & sparse
+        if not sparse:  # reads no device values: a CUDA graph can record it
+            return CompactBatch.of(self._draw_dense(probability[:, None], batch_size, generator))
+        sparse = probability.mean(-1) < SPARSE_DENSITY
         change = (sparse.diff() != 0).nonzero().flatten().add_(1).tolist()
         parts: list[torch.Tensor] = []
         repeats: list[int] = []

@@ -140,6 +140,10 @@ def test_circuits_train_on_cuda():
     assert result.history_loss[-1] < result.history_loss[0]
 
 
+# warnings torch's inductor gives about itself on the CUDA machine (torch 2.11): a deprecated
+# torch.jit decorator in a module it imports, and advice to enable TF32 (we keep float32)
+@pytest.mark.filterwarnings("ignore:.torch.jit.script_method. is deprecated:DeprecationWarning")
+@pytest.mark.filterwarnings("ignore:TensorFloat32 tensor cores:UserWarning")
 def test_compiled_fast_training_follows_the_autograd_reference():
     model, twin, data = _pair("relu")
     options = dict(
