@@ -682,6 +682,7 @@ class SparseFeatures:
         # read once here, never while sampling: a sampler that reads a device tensor's value
         # would wait for the GPU (and could not be recorded in a CUDA graph)
         self._n_sets = 0 if self._set_index is None else int(self._set_index.max()) + 1
+        self._run_plans: dict[tuple[int | None, str], list[tuple[torch.Tensor, bool]]] = {}
         self._shared_probability = bool(
             (self.feature_probability == self.feature_probability[..., :1]).all()
         )
@@ -777,23 +778,39 @@ class SparseFeatures:
         generator = self.generator if generator is None else generator
         if not self._draws_active or batch_size is None:
             return CompactBatch.of(self.sample(batch_size, n_instances, generator))
-        probability = self._instance_probability(n_instances).to(generator.device)
         batch_size = positive_int("batch_size", batch_size)
         if not sparse:  # reads no device values: a CUDA graph can record it
+            probability = self._instance_probability(n_instances).to(generator.device)
             return CompactBatch.of(self._draw_dense(probability[:, None], batch_size, generator))
-        sparse = probability.mean(-1) < SPARSE_DENSITY
-        change = (sparse.diff() != 0).nonzero().flatten().add_(1).tolist()
         parts: list[torch.Tensor] = []
         repeats: list[int] = []
-        for start, stop in zip([0, *change], [*change, sparse.numel()], strict=True):
-            if sparse[start]:
-                run = self._sparse_rows(probability[start:stop], batch_size, generator)
+        for probability, drawn_sparsely in self._runs(n_instances, generator.device):
+            if drawn_sparsely:
+                run = self._sparse_rows(probability, batch_size, generator)
                 parts += run.parts
                 repeats += run.repeats
             else:
-                parts.append(self._draw_dense(probability[start:stop, None], batch_size, generator))
+                parts.append(self._draw_dense(probability[:, None], batch_size, generator))
                 repeats.append(0)
         return CompactBatch(tuple(parts), tuple(repeats), batch_size)
+
+    def _runs(
+        self, n_instances: int | None, device: torch.device
+    ) -> list[tuple[torch.Tensor, bool]]:
+        """:meth:`sample_rows`' plan: the runs of consecutive instances drawn alike, each as
+        its probabilities ``(instances, n_features)`` on ``device`` and whether it is drawn
+        sparsely (mean probability below :data:`SPARSE_DENSITY`). Made once per instance count
+        and device: ``feature_probability`` is fixed at construction."""
+        key = (n_instances, str(device))
+        if key not in self._run_plans:
+            probability = self._instance_probability(n_instances).to(device)
+            sparse = (probability.mean(-1) < SPARSE_DENSITY).tolist()
+            stops = [k for k in range(1, len(sparse)) if sparse[k] != sparse[k - 1]]
+            self._run_plans[key] = [
+                (probability[start:stop], sparse[start])
+                for start, stop in zip([0, *stops], [*stops, len(sparse)], strict=True)
+            ]
+        return self._run_plans[key]
 
     def _sparse_rows(
         self, probability: torch.Tensor, batch_size: int, generator: torch.Generator

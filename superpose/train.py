@@ -391,14 +391,16 @@ def train(
             sparse = data.device.type != "cuda"
             return data.sample_rows(batch_size, model.n_instances, generator, sparse)
 
+        update = optimizer.step if graphed else direct_adamw(optimizer)
+
         def one_step() -> torch.Tensor:
             batch = sample().to(device)
-            optimizer.zero_grad(set_to_none=True)
-            if method == "fast":
+            if method == "fast":  # sets every .grad anew
                 loss = fast.loss_and_backward(model, batch, compile, precision)
             else:
+                optimizer.zero_grad(set_to_none=True)
                 loss = _autograd_backward(model, batch)
-            optimizer.step()
+            update()
             return loss
 
         take_step = CudaGraphStep(one_step, data.generators(generator)) if graphed else one_step
@@ -438,6 +440,50 @@ def train(
             method=method,
             precision=precision,
         )
+
+
+def direct_adamw(optimizer: torch.optim.AdamW) -> Callable[[], None]:
+    """``optimizer.step`` of a fused AdamW with one parameter group on float learning rates,
+    calling its kernel directly: the same update of the same state, bit for bit, without the
+    wrapper's argument handling and profiler hooks (~25 µs a step on a CPU, 4 % of a step of
+    n=5, m=2 ×10 instances). The first step goes through the optimizer, which creates the
+    state; an unfused optimizer keeps its own ``step``."""
+    (group,) = optimizer.param_groups
+    if not (group["fused"] and group.get("decoupled_weight_decay", True)) or any(
+        group[flag] for flag in ("amsgrad", "maximize", "capturable", "differentiable")
+    ):
+        return optimizer.step
+    params = list(group["params"])
+    state: list[list[torch.Tensor]] = []
+
+    def step() -> None:
+        if not state:  # the optimizer creates its state on its first step
+            optimizer.step()
+            state.extend([[optimizer.state[p][key] for p in params] for key in STATE_KEYS])
+            return
+        exp_avgs, exp_avg_sqs, steps = state
+        torch._foreach_add_(steps, 1)
+        torch._fused_adamw_(
+            params,
+            [p.grad for p in params],
+            exp_avgs,
+            exp_avg_sqs,
+            [],
+            steps,
+            amsgrad=False,
+            lr=group["lr"],
+            beta1=group["betas"][0],
+            beta2=group["betas"][1],
+            weight_decay=group["weight_decay"],
+            eps=group["eps"],
+            maximize=False,
+        )
+
+    return step
+
+
+STATE_KEYS = ("exp_avg", "exp_avg_sq", "step")
+"""AdamW's per-parameter state that :func:`direct_adamw` hands its kernel."""
 
 
 def _autograd_backward(model: ToyModel, batch: CompactBatch) -> torch.Tensor:

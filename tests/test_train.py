@@ -12,6 +12,7 @@ from superpose.train import (
     auto_threads,
     best_of_seeds,
     cpu_threads,
+    direct_adamw,
     evaluate,
     lr_factor,
     train_seed_grid,
@@ -257,3 +258,31 @@ def test_auto_threads_rule_and_the_threads_override(monkeypatch):
     assert seen == [1, 1, 2, 2] and torch.get_num_threads() == before
     with pytest.raises(ValueError, match="threads"):
         train(model, data, steps=2, progress=False, threads=0)
+
+
+@pytest.mark.parametrize("weight_decay", [0.0, 0.05])
+def test_direct_adamw_updates_exactly_as_the_optimizer(weight_decay):
+    generator = torch.Generator().manual_seed(0)
+    start = [torch.randn(4, 2, 5, generator=generator), torch.randn(4, 5, generator=generator)]
+    pairs = []
+    for _ in range(2):
+        params = [torch.nn.Parameter(t.clone()) for t in start]
+        optimizer = torch.optim.AdamW(params, lr=1e-2, weight_decay=weight_decay, fused=True)
+        pairs.append((params, optimizer))
+    (ours, ours_opt), (theirs, theirs_opt) = pairs
+    step = direct_adamw(ours_opt)
+    for k in range(6):
+        grads = [torch.randn(t.shape, generator=generator) for t in start]
+        for params, optimizer in pairs:
+            optimizer.param_groups[0]["lr"] = 1e-2 / (k + 1)
+            for parameter, grad in zip(params, grads, strict=True):
+                parameter.grad = grad.clone()
+        step()
+        theirs_opt.step()
+        for a, b in zip(ours, theirs, strict=True):
+            assert torch.equal(a, b)
+    for a, b in zip(ours, theirs, strict=True):
+        for key in ("exp_avg", "exp_avg_sq", "step"):
+            assert torch.equal(ours_opt.state[a][key], theirs_opt.state[b][key])
+    unfused = torch.optim.AdamW([torch.nn.Parameter(start[0].clone())])
+    assert direct_adamw(unfused) == unfused.step
