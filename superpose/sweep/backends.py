@@ -14,6 +14,7 @@ caller (the driver) writes the store.
 from __future__ import annotations
 
 import multiprocessing
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
@@ -48,7 +49,9 @@ def run_local(
     # fork (as torch's DataLoader does on Linux) starts at once and needs no __main__ guard
     context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
     pool = ProcessPoolExecutor(min(workers, len(chunks)), mp_context=context)
-    pending = {pool.submit(run_chunk, chunk, resolved, threads) for chunk in chunks}
+    with warnings.catch_warnings():  # Python 3.12+ warns of any fork with threads alive
+        warnings.filterwarnings("ignore", "This process .* is multi-threaded", DeprecationWarning)
+        pending = {pool.submit(run_chunk, chunk, resolved, threads) for chunk in chunks}
     try:
         while pending:
             done, pending = wait(pending, return_when=FIRST_COMPLETED)
