@@ -3,11 +3,13 @@
 The grid is the phase diagram's (n_features=2, n_hidden=1, ReLU output; relative importance
 0.1-10 x feature probability 1-0.01, both log-spaced), one seed. Rows of the table:
 
-* ``packed``: the whole grid through ``superpose.sweep.run`` (local backend), store included.
+* ``packed``: the whole grid through ``superpose.sweep.run`` (local backend, one worker),
+  store included.
 * ``one at a time``: ``--alone`` randomly chosen cells each trained as its own one-instance
   chunk; cells/s is extrapolated to the grid from that sample (said in the table).
 * ``local, 2 chunks`` / ``ray, 2 chunks``: the same grid split in two chunks, on the local
-  backend and on a local Ray with 2 CPUs (``ray start`` time is reported separately).
+  backend with two worker processes and on a local Ray with 2 CPUs (``ray start`` time is
+  reported separately).
 
 Usage::
 
@@ -44,11 +46,13 @@ def grid_spec(grid: int, steps: int, max_chunk_cells: int) -> SweepSpec:
     )
 
 
-def timed_sweep(spec: SweepSpec, backend: str = "local") -> tuple[float, float]:
+def timed_sweep(
+    spec: SweepSpec, backend: str = "local", workers: int | None = None
+) -> tuple[float, float]:
     """Wall and this-process CPU seconds of a fresh sweep into a temporary folder."""
     with tempfile.TemporaryDirectory() as out:
         wall, cpu = time.perf_counter(), time.process_time()
-        summary = sweep.run(spec, out=Path(out), backend=backend, progress=False)
+        summary = sweep.run(spec, out=Path(out), backend=backend, progress=False, workers=workers)
         wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     assert summary.done == len(spec.cells()), summary
     return wall, cpu
@@ -66,7 +70,7 @@ def main() -> None:
 
     spec = grid_spec(args.grid, args.steps, n_cells)
     run_chunk(Chunk(tuple(spec.cells()[:2]), 0))  # warm-up: imports, allocator
-    wall, cpu = timed_sweep(spec)
+    wall, cpu = timed_sweep(spec, workers=1)
     rows.append(("packed (1 chunk)", n_cells, wall, cpu, "measured"))
 
     sample = random.Random(0).sample(spec.cells(), args.alone)
@@ -79,8 +83,8 @@ def main() -> None:
     rows.append(("one at a time", n_cells, wall * scale, cpu * scale, note))
 
     halves = grid_spec(args.grid, args.steps, -(-n_cells // 2))
-    wall, cpu = timed_sweep(halves)
-    rows.append(("local, 2 chunks", n_cells, wall, cpu, "measured"))
+    wall, cpu = timed_sweep(halves, workers=2)
+    rows.append(("local, 2 chunks", n_cells, wall, cpu, "2 worker processes"))
     if not args.no_ray:
         import ray
 

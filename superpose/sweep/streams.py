@@ -117,7 +117,11 @@ class CellStreams(SparseFeatures):
         u = u.mT.contiguous()
         # one seed: a broadcast view instead of a copy per instance
         n_instances = len(self.seeds[instances])
-        u = u.expand(n_instances, -1, -1) if u.shape[0] == 1 else u[self._seed_index[instances]]
+        u = (
+            u.expand(n_instances, -1, -1)
+            if u.shape[0] == 1
+            else u.index_select(0, self._seed_index[instances])
+        )
         if self._inverse_cdf is MAGNITUDES["uniform"]:
             # -u/p > -1 exactly when u/p < 1 (threshold_ is one pass; a mask is two)
             negative = u / self._negative_divisor[instances]
