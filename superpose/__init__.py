@@ -13,7 +13,7 @@ The core loop, in a few lines::
     model = superpose.load("my-model")
 """
 
-__version__ = "0.3.0"
+__version__ = "0.4.0"
 
 from superpose import analysis
 from superpose.data import SparseFeatures
