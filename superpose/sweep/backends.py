@@ -3,8 +3,9 @@ caller (the driver) writes the store.
 
 * ``local``: on this machine. One worker: in this process, one chunk after another, on the
   CPU or one GPU. Several workers (CPU only): that many chunks at a time, each in a worker
-  process (forked where the OS can) on ``cores // workers`` torch threads, so every chunk
-  trains exactly as it would alone.
+  process (forked on Linux, spawned elsewhere: a script then needs an ``if __name__ ==
+  "__main__":`` guard) on ``cores // workers`` torch threads, so every chunk trains exactly
+  as it would alone.
 * ``ray``: every chunk is a Ray task (``pip install -e ".[ray]"``). ``address="auto"`` (or a
   cluster address) joins a running cluster; without an address a local Ray is started and
   shut down afterwards; an already initialised Ray is used as it is. Tasks ask for one CPU,
@@ -14,6 +15,7 @@ caller (the driver) writes the store.
 from __future__ import annotations
 
 import multiprocessing
+import sys
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
@@ -45,9 +47,9 @@ def run_local(
     if resolved != "cpu":
         raise ValueError(f"workers > 1 needs device='cpu', got {resolved!r}")
     threads = max(1, available_cores() // workers)
-    methods = multiprocessing.get_all_start_methods()
-    # fork (as torch's DataLoader does on Linux) starts at once and needs no __main__ guard
-    context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
+    # fork (as torch's DataLoader does on Linux) starts at once and needs no __main__ guard;
+    # elsewhere (macOS: fork is unsafe with system frameworks; Windows) workers are spawned
+    context = multiprocessing.get_context("fork" if sys.platform == "linux" else "spawn")
     pool = ProcessPoolExecutor(min(workers, len(chunks)), mp_context=context)
     with warnings.catch_warnings():  # Python 3.12+ warns of any fork with threads alive
         warnings.filterwarnings("ignore", "This process .* is multi-threaded", DeprecationWarning)
