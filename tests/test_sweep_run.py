@@ -208,6 +208,16 @@ def test_worker_processes_give_the_in_process_results(tmp_path):
         assert all(torch.equal(first[name], second[name]) for name in first)
 
 
+def test_spawned_workers_give_the_forked_results(tmp_path, monkeypatch):
+    spec = small_spec(steps=20, seeds=(0,), max_chunk_cells=3)  # 6 cells in 2 chunks
+    forked = sweep.run(spec, out=tmp_path / "fork", progress=False, workers=2)
+    monkeypatch.setattr(sweep.backends, "START_METHOD", "spawn")  # macOS and Windows
+    spawned = sweep.run(spec, out=tmp_path / "spawn", progress=False, workers=2)
+    assert forked.done == spawned.done == 6
+    a, b = by_hash(sweep.load(tmp_path / "fork")), by_hash(sweep.load(tmp_path / "spawn"))
+    assert a[METRICS].equals(b[METRICS])
+
+
 def test_workers_are_checked():
     assert sweep.resolve_workers(None) == available_cores()
     assert sweep.resolve_workers(3) == 3

@@ -27,6 +27,11 @@ from superpose.sweep.execute import CellResult, run_chunk
 from superpose.sweep.packing import Chunk
 from superpose.train import available_cores
 
+START_METHOD = "fork" if sys.platform == "linux" else "spawn"
+"""How the local backend starts its worker processes: fork on Linux (as torch's DataLoader
+does: at once, and a script needs no ``__main__`` guard); spawn elsewhere (on macOS fork is
+unsafe with the system's frameworks; Windows has no fork)."""
+
 Backend = Callable[[Sequence[Chunk], str, str | None, int], Iterator[list[CellResult]]]
 """``backend(chunks, device, address, workers)`` yields each chunk's results as it finishes."""
 
@@ -47,9 +52,7 @@ def run_local(
     if resolved != "cpu":
         raise ValueError(f"workers > 1 needs device='cpu', got {resolved!r}")
     threads = max(1, available_cores() // workers)
-    # fork (as torch's DataLoader does on Linux) starts at once and needs no __main__ guard;
-    # elsewhere (macOS: fork is unsafe with system frameworks; Windows) workers are spawned
-    context = multiprocessing.get_context("fork" if sys.platform == "linux" else "spawn")
+    context = multiprocessing.get_context(START_METHOD)
     pool = ProcessPoolExecutor(min(workers, len(chunks)), mp_context=context)
     with warnings.catch_warnings():  # Python 3.12+ warns of any fork with threads alive
         warnings.filterwarnings("ignore", "This process .* is multi-threaded", DeprecationWarning)
