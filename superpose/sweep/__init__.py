@@ -9,8 +9,8 @@ chunk is one batched SAE on one shared stream (:mod:`.execute`), and the store's
 hold its recovery scores.
 Results go to an SQLite + safetensors store (:mod:`.store`) chunk by chunk, so a rerun
 resumes where a killed one stopped (retraining cells whose weight files were damaged); one
-process writes to a store at a time (:mod:`.lock`); chunks run in-process or as Ray tasks
-(:mod:`.backends`).
+process writes to a store at a time (:mod:`.lock`); chunks run in-process, in parallel worker
+processes (one per CPU core by default) or as Ray tasks (:mod:`.backends`).
 
 Example::
 
