@@ -440,6 +440,29 @@ def feature_major(x: torch.Tensor) -> bool:
     return x.mT.is_contiguous() and not x.is_contiguous()
 
 
+def new_batch(
+    make: Callable[[tuple[int, int, int]], torch.Tensor],
+    n_instances: int,
+    rows: int,
+    n_features: int,
+) -> torch.Tensor:
+    """A batch ``(n_instances, rows, n_features)`` from ``make(shape)`` (e.g. ``torch.zeros``),
+    stored feature-major for at most :data:`FEATURE_MAJOR` features: ``make`` then fills
+    ``(n_instances, n_features, rows)`` in its own order."""
+    if n_features <= FEATURE_MAJOR:
+        return make((n_instances, n_features, rows)).mT
+    return make((n_instances, rows, n_features))
+
+
+def below_one(negative_source: torch.Tensor) -> torch.Tensor:
+    """``u / p`` where it is below 1 and 0 elsewhere, from ``negative_source = u / -p``, in
+    place: the uniform-magnitude sample in one division and one threshold (a masked ``where``
+    is several times slower). ``u < p`` exactly when the rounded ``u / p < 1``, and ``-u / p >
+    -1`` keeps it; with ``p = 0`` clamped to ``tiny``, only ``u = 0`` is active, with
+    magnitude 0."""
+    return torch.threshold_(negative_source, -1.0, -0.0).neg_()
+
+
 SLACK_SIGMAS = 4.0
 """Gaps drawn per column and round in :func:`bernoulli_positions`: the expected number of
 successes plus this many standard deviations plus this many slots (more rounds follow for
@@ -838,10 +861,7 @@ class SparseFeatures:
         for (start, stop, need), first, last in zip(parts, bounds[:-1], bounds[1:], strict=True):
             entries = slice(first, last)
             where = (instance[entries] - start, compact_row[entries], feature[entries])
-            if self.n_features <= FEATURE_MAJOR:
-                block = value.new_zeros(stop - start, self.n_features, need).mT
-            else:
-                block = value.new_zeros(stop - start, need, self.n_features)
+            block = new_batch(value.new_zeros, stop - start, need, self.n_features)
             block[where] = value[entries]
             blocks.append(block)
         return CompactBatch(tuple(blocks), tuple(batch_size - p[2] for p in parts), batch_size)
@@ -937,19 +957,14 @@ class SparseFeatures:
         (instance, 1, n_features)``, feature-major for at most :data:`FEATURE_MAJOR`
         features."""
         n_instances = probability.shape[0]
-        if self.n_features <= FEATURE_MAJOR:
-            u = uniform((n_instances, self.n_features, batch_size), generator).mT
-        else:
-            u = uniform((n_instances, batch_size, self.n_features), generator)
+        u = new_batch(
+            lambda shape: uniform(shape, generator), n_instances, batch_size, self.n_features
+        )
         plain = self._set_index is None and self.hierarchy is None and self._factor is None
         if plain and self._inverse_cdf is MAGNITUDES["uniform"]:
-            # The common case in one division and one threshold (a masked where is several
-            # times slower): u < p exactly when the rounded u/p < 1, and -u/p > -1 keeps it.
-            # With p = 0 clamped to tiny, only u = 0 counts as active, with magnitude 0.
             if self._shared_probability:
                 probability = probability[..., :1]  # one per instance: a faster broadcast
-            negative_source = u.div_(-probability.clamp_min(torch.finfo(u.dtype).tiny))
-            return torch.threshold_(negative_source, -1.0, -0.0).neg_()
+            return below_one(u.div_(-probability.clamp_min(torch.finfo(u.dtype).tiny)))
         threshold = (
             probability
             if self._factor is None

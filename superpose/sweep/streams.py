@@ -23,7 +23,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from superpose.data import MAGNITUDES, CompactBatch, SparseFeatures, row_parts
+from superpose.data import MAGNITUDES, CompactBatch, SparseFeatures, below_one, row_parts
 
 TRAIN_STREAM = 0
 """Stream used for training batches (the trainer's ``seed``)."""
@@ -123,9 +123,7 @@ class CellStreams(SparseFeatures):
             else u.index_select(0, self._seed_index[instances])
         )
         if self._inverse_cdf is MAGNITUDES["uniform"]:
-            # -u/p > -1 exactly when u/p < 1 (threshold_ is one pass; a mask is two)
-            negative = u / self._negative_divisor[instances]
-            return torch.threshold_(negative, -1.0, -0.0).neg_().mT
+            return below_one(u / self._negative_divisor[instances]).mT
         source = u / self._divisor[instances]
         return torch.where(source < 1.0, self._inverse_cdf(source), 0.0).mT
 
