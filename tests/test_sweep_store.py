@@ -91,6 +91,22 @@ def test_weights_are_safetensors_with_size_and_checksum(finished):
     assert not (finished / LOCK).exists()  # released when the run ended
 
 
+def test_rows_follow_the_latest_grid_whatever_order_cells_finished_in(tmp_path):
+    first = SweepSpec.from_dict(spec_dict(seeds=(0, 1), steps=5))
+    latest = SweepSpec.from_dict(spec_dict(seeds=(2, 0), steps=5))
+    sweep.run(first, out=tmp_path, progress=False)
+    sweep.run(latest, out=tmp_path, progress=False)  # its seed-0 cells finished first
+    grid = [cell.config_hash for cell in latest.cells()]
+    earlier = [cell.config_hash for cell in first.cells() if cell.config_hash not in grid]
+    assert sweep.load(tmp_path).config_hash.tolist() == grid + earlier
+    with sqlite3.connect(tmp_path / DATABASE) as connection:  # a spec this version can't read
+        connection.execute("UPDATE meta SET value = ? WHERE key = 'spec'", ('{"name": 1}',))
+        finish_order = [
+            row[0] for row in connection.execute("SELECT config_hash FROM cells ORDER BY rowid")
+        ]
+    assert sweep.load(tmp_path).config_hash.tolist() == finish_order
+
+
 @pytest.mark.parametrize("damage", ["missing", "truncated", "altered", "old .pt"])
 def test_damaged_weight_file_is_a_clear_error_then_retrained(tmp_path, finished, damage, capsys):
     out = tmp_path / "store"

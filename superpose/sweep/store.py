@@ -7,17 +7,17 @@ Layout of a store folder::
         weights/<hash>.safetensors     the cell's tensors (W, b, ..., importance; or W_enc, ...)
         sweep.lock                     while a sweep writes: its pid, host and start time
 
-Columns of ``cells`` (in the order :func:`load` gives them): ``config_hash`` (primary key),
-``status`` (``done``, ``diverged`` or ``error``), ``error``, ``task`` (``toy`` or ``sae``),
-every config field of the tasks stored (:data:`superpose.sweep.spec.FIELDS`,
-:data:`~superpose.sweep.spec.SAE_FIELDS`; NULL where a cell does not use a field),
-``final_loss``, the metrics (toy cells: :func:`superpose.analysis.scalar_metrics`; SAE cells:
-the scores of :func:`superpose.sae.evaluate` and ``final_mse``, ``final_sparsity``,
-``final_aux``; see :class:`~superpose.sweep.execute.CellResult`), ``wall_time`` (seconds per
-cell, amortised over its chunk), ``chunk_cells``, ``device``, ``version`` and ``finished_at``
-(UTC, ISO 8601), ``weights_bytes`` and ``weights_sha256`` (size and SHA-256 of the cell's
-weight file). New config fields or metrics become new columns; rows from before tasks
-existed are toy cells.
+Columns of ``cells`` (in the order :func:`load` gives them; its rows follow the spec's grid):
+``config_hash`` (primary key), ``status`` (``done``, ``diverged`` or ``error``), ``error``,
+``task`` (``toy`` or ``sae``), every config field of the tasks stored
+(:data:`superpose.sweep.spec.FIELDS`, :data:`~superpose.sweep.spec.SAE_FIELDS`; NULL where a
+cell does not use a field), ``final_loss``, the metrics (toy cells:
+:func:`superpose.analysis.scalar_metrics`; SAE cells: the scores of
+:func:`superpose.sae.evaluate` and ``final_mse``, ``final_sparsity``, ``final_aux``; see
+:class:`~superpose.sweep.execute.CellResult`), ``wall_time`` (seconds per cell, amortised over
+its chunk), ``chunk_cells``, ``device``, ``version`` and ``finished_at`` (UTC, ISO 8601),
+``weights_bytes`` and ``weights_sha256`` (size and SHA-256 of the cell's weight file). New
+config fields or metrics become new columns; rows from before tasks existed are toy cells.
 
 Safety: the database runs in WAL mode, so readers never block the writer and see only
 committed chunks. A chunk's weight files are written first (temporary file, then
@@ -211,6 +211,16 @@ class ResultStore:
         row = self._connection.execute("SELECT value FROM meta WHERE key = 'spec'").fetchone()
         return {} if row is None else json.loads(row[0])
 
+    def _grid_positions(self) -> dict[str, int]:
+        """Each cell of the latest run's spec → its position in the grid; empty when no spec is
+        recorded or this version cannot read it (then :meth:`table` keeps the finish order)."""
+        data = self.spec()
+        try:
+            cells = SweepSpec.from_dict(data).cells() if data else []
+        except (ValueError, TypeError):  # a spec written by another version
+            return {}
+        return {cell.config_hash: i for i, cell in enumerate(cells)}
+
     def finished(self) -> set[str]:
         """Hashes of cells that need no rerun (status ``done`` or ``diverged``)."""
         rows = self._connection.execute(
@@ -309,10 +319,13 @@ class ResultStore:
         return len(data), hashlib.sha256(data).hexdigest()
 
     def table(self) -> pd.DataFrame:
-        """All cells, one row each, in the order they finished; columns in the order of the
-        module docstring."""
+        """All cells, one row each: the cells of the latest run's spec in its grid order (the
+        same whatever order workers finished them in), then any others (from earlier specs) in
+        the order they finished; columns in the order of the module docstring."""
         with _database_errors(self.database):
             frame = pd.read_sql_query("SELECT * FROM cells ORDER BY rowid", self._connection)
+        position = frame["config_hash"].map(self._grid_positions())  # NaN: not in the spec
+        frame = frame.loc[position.sort_values(kind="stable").index].reset_index(drop=True)
         # rows from before tasks existed are toy cells
         frame["task"] = frame["task"].fillna("toy") if "task" in frame else "toy"
         tasks = list(frame["task"].unique()) or list(TASKS)  # their fields, in their order
