@@ -35,6 +35,8 @@ N_HIDDEN = 2
 FEATURE_PROBABILITY = 0.025
 MODEL_SEED = 0
 MODEL_STEPS = 5000
+SAE_BATCH_SEED = 0
+"""Seeds the SAEs' training batches (the stream every arm's SAEs see)."""
 D_SAE = 5
 N_SAES = 16
 L1_COEFFICIENT = 0.4
@@ -89,6 +91,7 @@ def fit_saes(
         batch_size=BATCH_SIZE,
         resample_every=resample_every,
         log_every=max(1, steps // 40),
+        seed=SAE_BATCH_SEED,
         device=device,
         progress=False,
     )

@@ -96,6 +96,21 @@ def test_identical_instances_train_identically_and_runs_reproduce():
     assert (first.threshold > 0).all()
 
 
+def test_without_a_seed_batches_follow_torch_manual_seed():
+    def run(global_seed, source_seed=None, seed=None):
+        torch.manual_seed(global_seed)
+        source = Superposed(SparseFeatures(16, 0.05, seed=source_seed), 8, seed=0)
+        sae = SAE("topk", 1, 8, 16, k=2, seed=0)
+        train(sae, source, seed=seed, **QUICK)
+        return sae.W_dec
+
+    assert torch.equal(run(0), run(0))
+    assert not torch.equal(run(0), run(1))  # the global seed governs the batches
+    assert torch.equal(run(0, source_seed=3), run(1, source_seed=3))  # the source's own stream
+    assert not torch.equal(run(0, source_seed=3), run(0, source_seed=4))
+    assert torch.equal(run(0, seed=7), run(1, seed=7))  # an explicit seed, whatever the rest
+
+
 def test_per_instance_k_sets_each_instances_l0():
     k = torch.tensor([1.0, 2.0, 4.0])
     for kind in ("topk", "batchtopk"):
@@ -178,6 +193,8 @@ def test_divergence_names_step_and_instance():
         ({"resample_every": 0}, ValueError, "resample_every must be a positive integer"),
         ({"betas": (0.9, 1.0)}, ValueError, r"betas must be a pair \(β₁, β₂\) of floats in"),
         ({"betas": [0.9, 0.99]}, ValueError, r"betas must be a pair"),
+        ({"seed": 1.5}, TypeError, r"seed must be an int or None, got 1\.5"),
+        ({"seed": True}, TypeError, r"seed must be an int or None, got True"),
     ],
 )
 def test_bad_training_settings(options, error, match):

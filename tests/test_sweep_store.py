@@ -96,14 +96,18 @@ def test_rows_follow_the_latest_grid_whatever_order_cells_finished_in(tmp_path):
     latest = SweepSpec.from_dict(spec_dict(seeds=(2, 0), steps=5))
     sweep.run(first, out=tmp_path, progress=False)
     sweep.run(latest, out=tmp_path, progress=False)  # its seed-0 cells finished first
-    grid = [cell.config_hash for cell in latest.cells()]
-    earlier = [cell.config_hash for cell in first.cells() if cell.config_hash not in grid]
-    assert sweep.load(tmp_path).config_hash.tolist() == grid + earlier
-    with sqlite3.connect(tmp_path / DATABASE) as connection:  # a spec this version can't read
-        connection.execute("UPDATE meta SET value = ? WHERE key = 'spec'", ('{"name": 1}',))
+    with sqlite3.connect(tmp_path / DATABASE) as connection:
         finish_order = [
             row[0] for row in connection.execute("SELECT config_hash FROM cells ORDER BY rowid")
         ]
+    grid = [cell.config_hash for cell in latest.cells()]
+    assert finish_order != grid + [h for h in finish_order if h not in grid]
+    # the latest grid, then the earlier spec's other cells in the order they finished
+    assert sweep.load(tmp_path).config_hash.tolist() == grid + [
+        h for h in finish_order if h not in grid
+    ]
+    with sqlite3.connect(tmp_path / DATABASE) as connection:  # a spec this version can't read
+        connection.execute("UPDATE meta SET value = ? WHERE key = 'spec'", ('{"name": 1}',))
     assert sweep.load(tmp_path).config_hash.tolist() == finish_order
 
 

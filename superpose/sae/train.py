@@ -179,7 +179,7 @@ def train(
     dead_window: int = 65536,
     resample_every: int | None = None,
     log_every: int = 100,
-    seed: int = 0,
+    seed: int | None = None,
     device: str | torch.device | None = "cpu",
     progress: bool = True,
     method: str = "auto",
@@ -193,8 +193,7 @@ def train(
 
     Args:
         sae: the SAEs to train (moved to ``device``).
-        source: activations with ``d_model == sae.d_in``; batches come from a generator
-            seeded by ``seed`` (the same seed gives the same run).
+        source: activations with ``d_model == sae.d_in``.
         steps: optimisation steps.
         batch_size: samples per step.
         lr: peak learning rate, scaled by :func:`superpose.train.lr_factor` each step.
@@ -208,6 +207,10 @@ def train(
         resample_every: resample dead latents (:func:`resample_dead`) every this many steps
             (never in the last ``resample_every`` steps); None: never.
         log_every: steps per history entry (and per NaN/inf check).
+        seed: batches (and resampled latents' picks) come from a stream seeded ``seed``: the
+            same seed gives the same run. None: from the source's features' own generator
+            (torch's global generator when they have no seed, so ``torch.manual_seed``
+            governs the run).
         device: ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"auto"``.
         progress: show a progress bar.
         method: ``"reference"``: the SAE's own loss differentiated by autograd, with
@@ -247,6 +250,8 @@ def train(
         raise ValueError(f"betas must be a pair (β₁, β₂) of floats in [0, 1), got {betas!r}")
     if resample_every is not None:
         resample_every = positive_int("resample_every", resample_every)
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+        raise TypeError(f"seed must be an int or None, got {seed!r}")
     method = resolve_method(
         method, fast.supports(sae), f"supports the topk and batchtopk kinds, not {sae.kind!r}"
     )
@@ -254,7 +259,9 @@ def train(
     device = resolve_device(device)
 
     sae.to(device).train()
-    generator = make_generator(seed, source.features.device)
+    generator = (
+        source.features.generator if seed is None else make_generator(seed, source.features.device)
+    )
     optimizer = torch.optim.Adam(sae.parameters(), lr=lr, betas=betas, fused=method == "fast")
     since_fired = torch.zeros(sae.n_instances, sae.d_sae, dtype=torch.long, device=device)
     n_logs = steps // log_every + (steps % log_every > 0)
