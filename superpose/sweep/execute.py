@@ -226,39 +226,34 @@ def build_sae(configs: Sequence[Mapping[str, Any]]) -> SparseAutoencoder:
 
 def _train_sae_cells(cells: list[Cell], device: str, threads: int | None) -> list[CellResult]:
     """Train SAE ``cells`` as one batched SAE on ``threads`` torch threads (None: as set);
-    raises TrainingDiverged like the trainer."""
-    with cpu_threads(threads) if threads else nullcontext():
-        return _train_sae(cells, device)
-
-
-def _train_sae(cells: list[Cell], device: str) -> list[CellResult]:
-    """Train SAE ``cells`` as one batched SAE."""
+    one result per cell, in order; raises TrainingDiverged like the trainer."""
     config = cells[0].config
     data_seed = int(config["data_seed"])
     source = sae_source(config, device)
     model = build_sae([cell.config for cell in cells])
-    result = train_sae(
-        model,
-        source,
-        steps=int(config["steps"]),
-        batch_size=int(config["batch_size"]),
-        lr=float(config["lr"]),
-        schedule=str(config["schedule"]),
-        warmup_steps=int(config["warmup_steps"]),
-        sparsity_warmup_steps=int(config["sparsity_warmup_steps"]),
-        dead_window=int(config["dead_window"]),
-        log_every=SAE_LOG_EVERY,
-        seed=stream_seed(data_seed, TRAIN_STREAM),
-        device=device,
-        progress=False,
-    )
-    scores = evaluate(
-        model,
-        source,
-        int(config["eval_samples"]),
-        seed=stream_seed(data_seed, EVAL_STREAM),
-        batch_size=int(config["batch_size"]),  # a packing-independent block size
-    ).drop(columns="instance")
+    with cpu_threads(threads) if threads else nullcontext():
+        result = train_sae(
+            model,
+            source,
+            steps=int(config["steps"]),
+            batch_size=int(config["batch_size"]),
+            lr=float(config["lr"]),
+            schedule=str(config["schedule"]),
+            warmup_steps=int(config["warmup_steps"]),
+            sparsity_warmup_steps=int(config["sparsity_warmup_steps"]),
+            dead_window=int(config["dead_window"]),
+            log_every=SAE_LOG_EVERY,
+            seed=stream_seed(data_seed, TRAIN_STREAM),
+            device=device,
+            progress=False,
+        )
+        scores = evaluate(
+            model,
+            source,
+            int(config["eval_samples"]),
+            seed=stream_seed(data_seed, EVAL_STREAM),
+            batch_size=int(config["batch_size"]),  # a packing-independent block size
+        ).drop(columns="instance")
     final = {name: result.history[name][-1] for name in ("loss", "mse", "sparsity", "aux")}
     state = {name: tensor.detach().cpu() for name, tensor in model.state_dict().items()}
     return [
