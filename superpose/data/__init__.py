@@ -1,0 +1,90 @@
+"""Sparse-feature generators: what the toy model's world looks like.
+
+Each feature ``i`` is active with probability ``feature_probability[i]`` (the paper's
+``1 - S``) and then takes a magnitude drawn from a chosen distribution (uniform on
+``[0, 1]`` by default); otherwise it is 0. Features can be grouped into *correlated* sets
+(the whole set is active together) or *anticorrelated* sets (at most one feature of the set
+is active at a time), as in the TMS section on correlated and anticorrelated features.
+
+The firing profiles and structures of the sparse-autoencoder literature are here too:
+:func:`zipf_probability` and :func:`geometric_probability` build per-feature probability
+profiles, :func:`folded_normal` and :func:`rectified_normal` are magnitude distributions,
+:class:`Hierarchy` gates children on their parents (siblings optionally mutually exclusive),
+and :class:`LowRankCorrelation` correlates the features' firing through a Gaussian copula
+while keeping every feature's marginal probability.
+
+Sampling uses one uniform number ``u`` per element: the feature is active when
+``u < p`` and then ``u / p`` is again uniform on ``[0, 1)``, so it serves as the magnitude's
+source through the distribution's inverse CDF. That halves the random numbers drawn
+compared with drawing activity and magnitude separately. On CPU the uniforms come from
+numpy's PCG64, seeded by one draw from the caller's ``torch.Generator`` and split into fixed
+chunks filled in parallel (faster than torch's serial CPU generator; the chunking does not
+depend on the thread count, so batches depend only on the seed).
+
+Independent features (no sets, hierarchy or correlation; a named magnitude) can instead be
+drawn sparsely, touching only the active entries: :func:`bernoulli_positions` draws the
+gaps between each feature's successes (geometric), then one uniform per active entry gives
+its magnitude. The distribution is the same, the numbers for a seed are not, so
+:meth:`SparseFeatures.sample` and :meth:`SparseFeatures.draw` stay dense (a seed gives the
+batches it always gave) and :meth:`SparseFeatures.sample_sparse` returns the sparse tensor;
+the SAE sources use it for instances whose mean probability is below :data:`SPARSE_DENSITY`.
+The trainer draws through :meth:`SparseFeatures.sample_rows`, which does the same for such
+instances and keeps only their non-empty rows (a :class:`CompactBatch`), so a training run's
+batches for a seed differ from :meth:`SparseFeatures.sample`'s there (same distribution).
+
+Modules (everything is importable from ``superpose.data``): :mod:`~superpose.data.features`
+(:class:`SparseFeatures`), :mod:`~superpose.data.profiles` (firing profiles),
+:mod:`~superpose.data.magnitudes` (magnitude distributions), :mod:`~superpose.data.structure`
+(hierarchy and correlation) and :mod:`~superpose.data.sampling` (uniforms, sparse positions,
+the batch layouts).
+"""
+
+from superpose.data.features import SparseFeatures
+from superpose.data.magnitudes import (
+    HALF_STEP,
+    MAGNITUDES,
+    InverseCDF,
+    folded_normal,
+    rectified_normal,
+)
+from superpose.data.profiles import geometric_probability, zipf_probability
+from superpose.data.sampling import (
+    FEATURE_MAJOR,
+    PART_ELEMENTS,
+    SLACK_SIGMAS,
+    SPARSE_DENSITY,
+    UNIFORM_CHUNK,
+    CompactBatch,
+    below_one,
+    bernoulli_positions,
+    feature_major,
+    new_batch,
+    row_parts,
+    uniform,
+)
+from superpose.data.structure import Hierarchy, LowRankCorrelation
+
+__all__ = [
+    "FEATURE_MAJOR",
+    "HALF_STEP",
+    "MAGNITUDES",
+    "PART_ELEMENTS",
+    "SLACK_SIGMAS",
+    "SPARSE_DENSITY",
+    "UNIFORM_CHUNK",
+    "CompactBatch",
+    "Hierarchy",
+    "InverseCDF",
+    "LowRankCorrelation",
+    "SparseFeatures",
+    "below_one",
+    "bernoulli_positions",
+    "feature_major",
+    "folded_normal",
+    "geometric_probability",
+    "new_batch",
+    "rectified_normal",
+    "row_parts",
+    "uniform",
+    "zipf_probability",
+]
