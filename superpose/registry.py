@@ -48,7 +48,8 @@ def load(kind: str, name: str) -> ModuleType:
     if not path.is_file() or not _defines_main(path):
         raise ValueError(f"unknown {kind[:-1]} {name!r}; choose from: {', '.join(names(kind))}")
     spec = importlib.util.spec_from_file_location(f"superpose_{kind}_{path.stem}", path)
-    assert spec is not None and spec.loader is not None
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot import {path} as a Python module")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
