@@ -11,6 +11,7 @@ from superpose import SparseFeatures
 from superpose.data import (
     FEATURE_MAJOR,
     SPARSE_DENSITY,
+    SPARSE_MIN_ELEMENTS,
     Hierarchy,
     bernoulli_positions,
     feature_major,
@@ -159,13 +160,27 @@ def test_trainer_batches_match_the_dense_distribution():
     assert torch.equal(dense.dense(), SparseFeatures(4, 0.5, seed=3).sample(64, n_instances=2))
 
 
+def test_sparse_runs_too_small_to_pay_are_drawn_densely():
+    def features():
+        return SparseFeatures(4, [[0.01], [0.02]], seed=2)
+
+    rows = SPARSE_MIN_ELEMENTS // (2 * 4)  # the two instances' run is just large enough
+    sparse = features().sample_rows(rows)
+    assert min(sparse.repeats) > 0 and sum(p.numel() for p in sparse.parts) < 0.2 * 2 * rows * 4
+    small = features().sample_rows(rows - 1)
+    assert small.repeats == (0,) and torch.equal(small.dense(), features().sample(rows - 1))
+    mixed = SparseFeatures(4, [[0.01], [0.5], [0.02]], seed=2).sample_rows(rows)  # runs of one
+    assert mixed.repeats == (0,)
+
+
 def test_small_batches_are_feature_major_and_sample_is_contiguous():
     probability = [[0.5], [0.01]]
-    batch = SparseFeatures(3, probability, seed=1).sample_rows(256)
+    rows = SPARSE_MIN_ELEMENTS // 3 + 1  # the sparse instance is drawn sparsely
+    batch = SparseFeatures(3, probability, seed=1).sample_rows(rows)
     assert len(batch.parts) == 2 and all(feature_major(part) for part in batch.parts)
-    dense = SparseFeatures(3, probability, seed=1).sample_rows(256, sparse=False)
+    dense = SparseFeatures(3, probability, seed=1).sample_rows(rows, sparse=False)
     assert dense.repeats == (0,) and feature_major(dense.parts[0])
-    drawn = SparseFeatures(3, probability, seed=1).sample(256)
+    drawn = SparseFeatures(3, probability, seed=1).sample(rows)
     assert drawn.is_contiguous() and torch.equal(dense.dense(), drawn)
     wide = SparseFeatures(FEATURE_MAJOR + 1, 0.5, seed=1).sample_rows(8)
     assert wide.parts[0].is_contiguous()

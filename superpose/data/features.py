@@ -17,6 +17,7 @@ from superpose._checks import (
 from superpose.data.magnitudes import MAGNITUDES, InverseCDF
 from superpose.data.sampling import (
     SPARSE_DENSITY,
+    SPARSE_MIN_ELEMENTS,
     CompactBatch,
     below_one,
     bernoulli_positions,
@@ -123,7 +124,7 @@ class SparseFeatures:
         # read once here, never while sampling: a sampler that reads a device tensor's value
         # would wait for the GPU (and could not be recorded in a CUDA graph)
         self._n_sets = 0 if self._set_index is None else int(self._set_index.max()) + 1
-        self._run_plans: dict[tuple[int | None, str], list[tuple[torch.Tensor, bool]]] = {}
+        self._run_plans: dict[tuple[int | None, int, str], list[tuple[torch.Tensor, bool]]] = {}
         self._shared_probability = bool(
             (self.feature_probability == self.feature_probability[..., :1]).all()
         )
@@ -210,10 +211,11 @@ class SparseFeatures:
         For :attr:`independent` features on infinite data, runs of consecutive instances whose
         mean probability is below :data:`SPARSE_DENSITY` are drawn sparsely
         (:func:`bernoulli_positions`, one uniform per active entry) and keep only their
-        non-empty rows, unless ``sparse`` is False (the trainer's CUDA graphs need the same
-        shapes every step); the other instances are drawn densely as by :meth:`draw`. The
-        distribution is :meth:`sample`'s, but a seed gives other numbers than
-        :meth:`sample` where an instance is drawn sparsely. Otherwise this is :meth:`sample`'s
+        non-empty rows, where the run is large enough to pay (:data:`SPARSE_MIN_ELEMENTS`)
+        and ``sparse`` is True (the trainer's CUDA graphs need the same shapes every step);
+        the other instances are drawn densely as by :meth:`draw`. The distribution is
+        :meth:`sample`'s, but a seed gives other numbers than :meth:`sample` where an
+        instance is drawn sparsely. Otherwise this is :meth:`sample`'s
         batch. Batches of at most :data:`FEATURE_MAJOR` features are feature-major views.
         """
         generator = self.generator if generator is None else generator
@@ -225,7 +227,7 @@ class SparseFeatures:
             return CompactBatch.of(self._draw_dense(probability[:, None], batch_size, generator))
         parts: list[torch.Tensor] = []
         repeats: list[int] = []
-        for probability, drawn_sparsely in self._runs(n_instances, generator.device):
+        for probability, drawn_sparsely in self._runs(n_instances, batch_size, generator.device):
             if drawn_sparsely:
                 run = self._sparse_rows(probability, batch_size, generator)
                 parts += run.parts
@@ -236,20 +238,22 @@ class SparseFeatures:
         return CompactBatch(tuple(parts), tuple(repeats), batch_size)
 
     def _runs(
-        self, n_instances: int | None, device: torch.device
+        self, n_instances: int | None, batch_size: int, device: torch.device
     ) -> list[tuple[torch.Tensor, bool]]:
         """:meth:`sample_rows`' plan: the runs of consecutive instances drawn alike, each as
         its probabilities ``(instances, n_features)`` on ``device`` and whether it is drawn
-        sparsely (mean probability below :data:`SPARSE_DENSITY`). Made once per instance count
-        and device: ``feature_probability`` is fixed at construction."""
-        key = (n_instances, str(device))
+        sparsely (mean probability below :data:`SPARSE_DENSITY`, in a run of at least
+        :data:`SPARSE_MIN_ELEMENTS` elements). Made once per instance count, batch size and
+        device: ``feature_probability`` is fixed at construction."""
+        key = (n_instances, batch_size, str(device))
         if key not in self._run_plans:
             probability = self._instance_probability(n_instances).to(device)
             sparse = (probability.mean(-1) < SPARSE_DENSITY).tolist()
-            stops = [k for k in range(1, len(sparse)) if sparse[k] != sparse[k - 1]]
+            for start, stop in _runs_of(sparse):  # a sparse run too small to pay goes dense
+                if (stop - start) * batch_size * self.n_features < SPARSE_MIN_ELEMENTS:
+                    sparse[start:stop] = [False] * (stop - start)
             self._run_plans[key] = [
-                (probability[start:stop], sparse[start])
-                for start, stop in zip([0, *stops], [*stops, len(sparse)], strict=True)
+                (probability[start:stop], sparse[start]) for start, stop in _runs_of(sparse)
             ]
         return self._run_plans[key]
 
@@ -559,3 +563,9 @@ class SparseFeatures:
             lower[:, None].to(self.device),
             upper[:, None].to(self.device),
         )
+
+
+def _runs_of(flags: list[bool]) -> list[tuple[int, int]]:
+    """``(start, stop)`` of each run of equal consecutive ``flags``."""
+    stops = [k for k in range(1, len(flags)) if flags[k] != flags[k - 1]]
+    return list(zip([0, *stops], [*stops, len(flags)], strict=True))
