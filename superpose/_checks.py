@@ -30,6 +30,13 @@ def finite_real(name: str, value: object) -> float:
     return float(value)
 
 
+def optional_seed(seed: object) -> int | None:
+    """Return ``seed`` if it is an int or None (a trainer's ``seed``), else raise a TypeError."""
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+        raise TypeError(f"seed must be an int or None, got {seed!r}")
+    return seed
+
+
 def as_float_tensor(
     name: str, value: ArrayLike, dtype: torch.dtype = torch.float32
 ) -> torch.Tensor:

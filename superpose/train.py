@@ -17,7 +17,7 @@ import torch
 from tqdm.auto import tqdm
 
 from superpose import fast
-from superpose._checks import ArrayLike, make_generator, positive_int, resolve_device
+from superpose._checks import ArrayLike, make_generator, optional_seed, positive_int, resolve_device
 from superpose.cuda_graph import CudaGraphStep
 from superpose.data import CompactBatch, SparseFeatures
 from superpose.models import ToyModel
@@ -350,8 +350,7 @@ def train(
     if batch_size is not None:
         positive_int("batch_size", batch_size)
     check_optimizer_settings(steps, lr, schedule, warmup_steps, weight_decay)
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
-        raise TypeError(f"seed must be an int or None, got {seed!r}")
+    seed = optional_seed(seed)
     method = resolve_method(
         method,
         fast.supports(model),

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 import torch
 from tqdm.auto import tqdm
 
-from superpose._checks import make_generator, positive_int, resolve_device
+from superpose._checks import make_generator, optional_seed, positive_int, resolve_device
 from superpose.sae import fast
 from superpose.sae.base import SparseAutoencoder
 from superpose.sae.sources import ActivationSource, activations_for, check_source
@@ -250,8 +250,7 @@ def train(
         raise ValueError(f"betas must be a pair (β₁, β₂) of floats in [0, 1), got {betas!r}")
     if resample_every is not None:
         resample_every = positive_int("resample_every", resample_every)
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
-        raise TypeError(f"seed must be an int or None, got {seed!r}")
+    seed = optional_seed(seed)
     method = resolve_method(
         method, fast.supports(sae), f"supports the topk and batchtopk kinds, not {sae.kind!r}"
     )
