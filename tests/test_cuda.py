@@ -124,7 +124,8 @@ def test_sae_trains_and_scores_on_cuda(kind):
     source = sae.Superposed(features, d_model=16, seed=0)
     options = {"k": 4} if kind in ("topk", "batchtopk", "matryoshka") else {}
     model = sae.SAE(kind, n_instances=2, d_in=16, d_sae=64, seed=1, **options)
-    sae.train(model, source, steps=200, batch_size=256, device="cuda", progress=False)
+    resampling = {"resample_every": 50, "dead_window": 256} if kind == "relu" else {}
+    sae.train(model, source, steps=200, batch_size=256, device="cuda", progress=False, **resampling)
     scores = sae.evaluate(model, source, n_samples=4096)
     assert model.W_dec.device.type == "cuda"
     assert scores["mmcs"].between(0.3, 1.0).all()

@@ -147,7 +147,7 @@ def resample_dead(
     alive_norm = torch.where((~dead).any(-1), alive_norm, 1.0)
     for instance in dead.any(-1).nonzero().flatten().tolist():
         latents = dead[instance].nonzero().flatten()
-        weights = error[instance].clamp_min(1e-12).cpu()
+        weights = error[instance].clamp_min(1e-12).to(generator.device)  # drawn where it lives
         rows = torch.multinomial(weights, len(latents), replacement=True, generator=generator)
         direction = x[instance, rows.to(x.device)] - sae.b_dec[instance]
         direction = direction / direction.norm(dim=-1, keepdim=True).clamp_min(1e-12)
