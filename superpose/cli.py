@@ -81,22 +81,32 @@ def _reproduce(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="superpose", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="superpose",
+        description="superpose: toy models of superposition, from the command line.",
+    )
     commands = parser.add_subparsers(dest="command", required=True)
 
     demo = commands.add_parser("demo", help="train the TMS intro experiment and draw it")
     demo.add_argument("--out", default="superpose-demo", help="results folder")
-    demo.add_argument("--steps", type=int, default=5000)
-    demo.add_argument("--device", default="cpu")
+    demo.add_argument("--steps", type=int, default=5000, help="training steps per model")
+    demo.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N or auto")
     demo.add_argument("--quiet", action="store_true", help="no progress bars")
     demo.set_defaults(run=_demo)
 
     sweep = commands.add_parser("sweep", help="run or resume a sweep from a TOML spec")
     sweep.add_argument("spec", help="sweep spec (TOML)")
-    sweep.add_argument("--out", default=None, help="result store folder")
-    sweep.add_argument("--backend", choices=("local", "ray"), default="local")
+    sweep.add_argument(
+        "--out", default=None, help="result store folder (default: results/<the spec's name>)"
+    )
+    sweep.add_argument(
+        "--backend",
+        choices=("local", "ray"),
+        default="local",
+        help="where chunks train: this machine (default) or a Ray cluster",
+    )
     sweep.add_argument("--address", default=None, help="Ray cluster address, e.g. auto")
-    sweep.add_argument("--device", default="cpu")
+    sweep.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N or auto")
     sweep.add_argument(
         "--workers",
         type=int,
@@ -108,7 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.set_defaults(run=_sweep)
 
     figure = commands.add_parser("figure", help="redraw figures from stored results")
-    figure.add_argument("name", nargs="?")
+    figure.add_argument("name", nargs="?", help="a figure name (see --list)")
     figure.add_argument("--all", action="store_true", help="every registered figure")
     figure.add_argument("--list", action="store_true", help="print the figure names")
     figure.add_argument("--results", default="results", help="stored results root")
@@ -116,10 +126,10 @@ def build_parser() -> argparse.ArgumentParser:
     figure.set_defaults(run=_figure)
 
     reproduce = commands.add_parser("reproduce", help="run an experiment, then its figure")
-    reproduce.add_argument("name")
-    reproduce.add_argument("--results", default="results")
-    reproduce.add_argument("--out", default="figures/out")
-    reproduce.add_argument("--device", default="cpu")
+    reproduce.add_argument("name", help="an experiment name (see superpose figure --list)")
+    reproduce.add_argument("--results", default="results", help="stored results root")
+    reproduce.add_argument("--out", default="figures/out", help="where figures go")
+    reproduce.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N or auto")
     reproduce.add_argument("--quick", action="store_true", help="a small smoke-test run")
     reproduce.set_defaults(run=_reproduce)
     return parser
