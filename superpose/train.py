@@ -386,8 +386,9 @@ def train(
 
         # batches drawn on a GPU are dense (a recorded step needs the same shapes every step, and
         # sparse drawing waits on the GPU); both methods draw the same ones
+        sparse = data.device.type != "cuda"
+
         def sample() -> CompactBatch:
-            sparse = data.device.type != "cuda"
             return data.sample_rows(batch_size, model.n_instances, generator, sparse)
 
         update = optimizer.step if graphed else direct_adamw(optimizer)

@@ -242,13 +242,13 @@ class SparseFeatures:
     ) -> list[tuple[torch.Tensor, bool]]:
         """:meth:`sample_rows`' plan: the runs of consecutive instances drawn alike, each as
         its probabilities ``(instances, n_features)`` on ``device`` and whether it is drawn
-        sparsely (mean probability below :data:`SPARSE_DENSITY`, in a run of at least
-        :data:`SPARSE_MIN_ELEMENTS` elements). Made once per instance count, batch size and
-        device: ``feature_probability`` is fixed at construction."""
+        sparsely (:meth:`sparse_instances`, in a run of at least :data:`SPARSE_MIN_ELEMENTS`
+        elements). Made once per instance count, batch size and device:
+        ``feature_probability`` is fixed at construction."""
         key = (n_instances, batch_size, str(device))
         if key not in self._run_plans:
             probability = self._instance_probability(n_instances).to(device)
-            sparse = (probability.mean(-1) < SPARSE_DENSITY).tolist()
+            sparse = self.sparse_instances(n_instances).tolist()
             for start, stop in _runs_of(sparse):  # a sparse run too small to pay goes dense
                 if (stop - start) * batch_size * self.n_features < SPARSE_MIN_ELEMENTS:
                     sparse[start:stop] = [False] * (stop - start)
