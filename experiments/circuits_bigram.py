@@ -24,7 +24,7 @@ from superpose.circuits import (
 )
 from superpose.circuits.store import save_results
 from superpose.registry import experiment_script
-from superpose.train import cpu_threads
+from superpose.runtime import cpu_threads
 
 D_VOCAB, N_CTX, D_MODEL = 24, 32, 32
 STEPS, QUICK_STEPS, BATCH_SIZE, LR = 1500, 100, 128, 3e-2

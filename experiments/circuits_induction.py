@@ -41,7 +41,7 @@ from superpose.circuits import (
 from superpose.circuits.store import save_results
 from superpose.circuits.tasks import Batch
 from superpose.registry import experiment_script
-from superpose.train import cpu_threads
+from superpose.runtime import cpu_threads
 
 D_VOCAB, N_CTX, D_MODEL, N_HEADS = 64, 32, 64, 4
 MIN_LEN, MAX_LEN, BACKGROUND_TEMPERATURE = 4, 16, 1.0

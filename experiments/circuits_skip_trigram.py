@@ -29,7 +29,7 @@ from superpose.circuits import (
 )
 from superpose.circuits.store import save_results
 from superpose.registry import experiment_script
-from superpose.train import cpu_threads
+from superpose.runtime import cpu_threads
 
 D_VOCAB, N_CTX, D_MODEL, N_TRIGGERS = 32, 24, 32, 4
 STEPS, QUICK_STEPS, BATCH_SIZE, LR = 1000, 60, 64, 1e-2

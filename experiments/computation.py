@@ -10,7 +10,7 @@ import torch
 from superpose import SparseFeatures, ToyModel, analysis, train
 from superpose.io import save_rows, save_tensors
 from superpose.registry import experiment_script
-from superpose.train import cpu_threads
+from superpose.runtime import cpu_threads
 
 N_FEATURES = 50
 N_HIDDEN = 20

@@ -24,7 +24,7 @@ import torch
 
 from superpose import SparseFeatures, ToyModel, analysis, train
 from superpose.io import save_json, save_rows, save_tensors
-from superpose.train import cpu_threads
+from superpose.runtime import cpu_threads
 
 N_HIDDEN = 2
 SCALED = {"n_features": 1_000, "feature_probability": 0.01}

@@ -26,7 +26,7 @@ import torch
 from superpose import registry
 from superpose.io import save_json, save_rows, save_tensors
 from superpose.registry import experiment_script
-from superpose.train import cpu_threads
+from superpose.runtime import cpu_threads
 
 HIDDEN_DIMS = (2, 3, 4, 6, 8, 10)
 DEFAULT = {

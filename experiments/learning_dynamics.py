@@ -25,8 +25,8 @@ def main(results: Path, device: str = "cpu", quick: bool = False) -> None:
     data = SparseFeatures(N_FEATURES, FEATURE_PROBABILITY, seed=0, device=device)
     dimensionality = []
 
-    def snapshot(step: int, current: ToyModel) -> None:
-        dimensionality.append(analysis.feature_dimensionality(current.W.cpu()))
+    def snapshot(step: int, metrics: dict) -> None:
+        dimensionality.append(analysis.feature_dimensionality(model.W.cpu()))
 
     result = train(
         model,

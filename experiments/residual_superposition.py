@@ -27,7 +27,7 @@ from superpose import analysis
 from superpose.circuits import AttnOnlyTransformer, ZipfMarkovChain, direct_path_kl, train
 from superpose.circuits.store import save_results
 from superpose.registry import experiment_script
-from superpose.train import cpu_threads
+from superpose.runtime import cpu_threads
 
 D_VOCAB, N_CTX, TEMPERATURE = 128, 32, 2.0
 D_MODELS, EXPONENTS, SEEDS = (8, 16, 32), (0.0, 1.0, 1.5), (0, 1)

@@ -57,7 +57,7 @@ from superpose import SparseFeatures, sae
 from superpose.data import Hierarchy, LowRankCorrelation, rectified_normal, zipf_probability
 from superpose.io import save_json, save_rows
 from superpose.registry import experiment_script
-from superpose.train import cpu_threads
+from superpose.runtime import cpu_threads
 
 ZIPF_EXPONENT = 0.5
 MAX_PROBABILITY = 0.4

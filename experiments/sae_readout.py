@@ -23,7 +23,7 @@ from pathlib import Path
 from superpose import SparseFeatures, sae
 from superpose.io import save_json, save_rows
 from superpose.registry import experiment_script
-from superpose.train import cpu_threads
+from superpose.runtime import cpu_threads
 
 D_MODEL = 16
 FEATURE_RATIOS = (0.5, 1.0, 2.0, 4.0, 8.0)

@@ -28,7 +28,8 @@ import torch
 from superpose import SparseFeatures, ToyModel, geometry, sae
 from superpose.io import save_rows, save_tensors
 from superpose.registry import experiment_script
-from superpose.train import cpu_threads, train
+from superpose.runtime import cpu_threads
+from superpose.train import train
 
 N_FEATURES = 5
 N_HIDDEN = 2

@@ -11,7 +11,7 @@ import torch
 from superpose import SparseFeatures, ToyModel, analysis, train
 from superpose.io import save_rows, save_tensors
 from superpose.registry import experiment_script
-from superpose.train import cpu_threads
+from superpose.runtime import cpu_threads
 
 N_FEATURES = 100
 N_HIDDEN = 20

@@ -13,20 +13,23 @@ The core loop, in a few lines::
     model = superpose.load("my-model")
 """
 
-__version__ = "0.4.0"
-
-from superpose import analysis
+from superpose import analysis, training
+from superpose._version import __version__
 from superpose.data import SparseFeatures
 from superpose.io import load
 from superpose.models import ToyModel
-from superpose.train import TrainingDiverged, TrainResult, train
+from superpose.train import TrainConfig, train
+from superpose.training import TrainingDiverged, TrainResult
 
 __all__ = [
     "SparseFeatures",
     "ToyModel",
+    "TrainConfig",
     "TrainResult",
     "TrainingDiverged",
+    "__version__",
     "analysis",
     "load",
     "train",
+    "training",
 ]

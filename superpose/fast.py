@@ -41,6 +41,7 @@ import torch
 
 from superpose.data import FEATURE_MAJOR, CompactBatch, feature_major
 from superpose.models import ToyModel
+from superpose.training.result import PRECISIONS
 
 CHUNK_ELEMENTS = 2**18
 """Batch elements ``(instance × rows × n_features)`` per chunk in :func:`loss_and_backward`:
@@ -58,9 +59,6 @@ thread: 1.82 s per step in blocks of 26 rows against 1.24 s whole)."""
 SMALL_PRODUCT = 4
 """Largest ``contraction × output columns`` for which :func:`matmul` avoids ``bmm``."""
 
-PRECISIONS = ("fp32", "bf16")
-"""Precisions of the products' operands in :func:`loss_and_backward` (see the module
-docstring)."""
 
 _OPERAND_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 

@@ -26,7 +26,7 @@ from superpose.circuits import (
     random_composition_scores,
     train,
 )
-from superpose.train import TrainingDiverged
+from superpose.training import TrainingDiverged
 
 
 def tiny_setup(seed: int = 0) -> tuple[AttnOnlyTransformer, MarkovChain]:

@@ -35,7 +35,7 @@ def test_fast_gradients_equal_autograd(kind, k, n_dead):
     dead[1:, torch.randperm(40, generator=torch.Generator().manual_seed(4))[:n_dead]] = True
     reference_parts, reference_z, reference = _reference(sae, x, dead)
     sae.zero_grad(set_to_none=True)
-    parts, z = fast.loss_and_backward(sae, x, dead, 1.0)
+    parts, z = fast.loss_and_backward(sae, x, dead)
     assert z.is_sparse and z.is_coalesced()
     torch.testing.assert_close(z.to_dense(), reference_z, rtol=0, atol=0)
     for name in ("mse", "sparsity", "aux"):
@@ -58,7 +58,7 @@ def test_batch_top_equals_topk_with_and_without_its_fallback():
 def test_firing_and_observe_read_sparse_latents_like_dense_ones():
     sae = _sae("batchtopk", [1, 2, 5])
     x = torch.randn(3, 32, 16, generator=torch.Generator().manual_seed(3))
-    _, z = fast.loss_and_backward(sae, x, torch.zeros(3, 40, dtype=torch.bool), 1.0)
+    _, z = fast.loss_and_backward(sae, x, torch.zeros(3, 40, dtype=torch.bool))
     for got, expected in zip(firing(z), firing(z.to_dense()), strict=True):
         torch.testing.assert_close(got, expected)
     dense = _sae("batchtopk", [1, 2, 5])
@@ -110,7 +110,7 @@ def test_bf16_selects_with_rounded_products_and_keeps_float32_values():
     dead = torch.zeros(3, 40, dtype=torch.bool)
     _, reference_z, reference = _reference(sae, x, dead)
     sae.zero_grad(set_to_none=True)
-    _, z = fast.loss_and_backward(sae, x, dead, 1.0, precision="bf16")
+    _, z = fast.loss_and_backward(sae, x, dead, precision="bf16")
     assert z.dtype == torch.float32
     assert all(p.grad.dtype == torch.float32 for p in sae.parameters())
     exact = sae.pre_activations(x).detach()

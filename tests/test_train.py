@@ -3,6 +3,7 @@
 import math
 import os
 
+import numpy
 import pytest
 import torch
 
@@ -198,16 +199,19 @@ def test_mismatched_model_and_data():
 def test_on_log_sees_each_interval():
     seen = []
     model = ToyModel("relu", 2, 5, 2, seed=0)
-    train(
+    result = train(
         model,
         SparseFeatures(5, 0.1, seed=0),
         steps=250,
         log_every=100,
         progress=False,
-        on_log=lambda step, m: seen.append((step, m.W.detach().clone())),
+        on_log=lambda step, metrics: seen.append((step, metrics, model.W.detach().clone())),
     )
-    assert [step for step, _ in seen] == [100, 200, 250]
-    assert torch.equal(seen[-1][1], model.W) and not torch.equal(seen[0][1], model.W)
+    assert [step for step, _, _ in seen] == [100, 200, 250]
+    assert all(set(metrics) == {"loss"} for _, metrics, _ in seen)
+    logged = numpy.stack([metrics["loss"] for _, metrics, _ in seen])  # (n_logs, instance)
+    assert numpy.array_equal(logged, result.history_loss.numpy())
+    assert torch.equal(seen[-1][2], model.W) and not torch.equal(seen[0][2], model.W)
 
 
 def test_best_of_seeds_picks_each_groups_lowest_loss():

@@ -1,27 +1,28 @@
 """Training of attention-only transformers on a token task: next-token cross entropy, AdamW.
 
-Follows the core trainer's conventions (:func:`superpose.train.train`): a ``seed`` fixing the
-data stream, the same learning-rate schedules with optional warm-up, a progress bar that
-``progress=False`` turns off, a loss history logged every ``log_every`` steps (plus any
-evaluation metrics logged alongside), and :class:`~superpose.train.TrainingDiverged` on a NaN
-or infinite loss.
+The model is one instance, so every logged quantity is ``(n_logs,)``. Runs on the shared
+loop (:mod:`superpose.training.loop`): the same schedules, logging, divergence rule, thread
+choice, callbacks and checkpoints as the other trainers, with the task's batches from a
+``seed``-ed stream and any evaluation metrics logged alongside the loss.
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
-from superpose._checks import make_generator, positive_int, resolve_device
+from superpose._checks import make_generator, resolve_device
 from superpose.circuits.model import AttnOnlyTransformer
 from superpose.circuits.tasks import Batch
-from superpose.train import TrainingDiverged, check_optimizer_settings, lr_factor
+from superpose.training import loop
+from superpose.training.config import LoopConfig, non_negative, one_of, positive_integer, setting
+from superpose.training.result import TrainResult
+from superpose.training.schedule import SCHEDULES
 
 
 class Task(Protocol):
@@ -34,24 +35,17 @@ class Task(Protocol):
 
 
 @dataclass
-class TrainResult:
-    """History of one training run.
+class CircuitsTrainConfig(LoopConfig):
+    """The circuits trainer's settings (:func:`train`): the loop's and its own."""
 
-    Attributes:
-        history_steps: ``(n_logs,)`` the step at the end of each logging interval.
-        history_loss: ``(n_logs,)`` mean training loss over each interval.
-        history_metrics: each evaluation metric's values ``(n_logs,)`` at those steps.
-        wall_time: seconds spent in the training loop, evaluations included.
-        steps: optimisation steps taken.
-        device: where it ran.
-    """
-
-    history_steps: torch.Tensor
-    history_loss: torch.Tensor
-    history_metrics: dict[str, torch.Tensor]
-    wall_time: float
-    steps: int
-    device: str
+    schedule: str = setting("cosine", "learning-rate schedule after the warm-up", one_of(SCHEDULES))
+    log_every: int = setting(
+        10,
+        "steps per history entry, divergence check, evaluation and on_log call",
+        positive_integer,
+    )
+    batch_size: int = setting(64, "sequences per step", positive_integer)
+    weight_decay: float = setting(0.0, "AdamW's decoupled weight decay", non_negative)
 
 
 def next_token_losses(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
@@ -73,16 +67,21 @@ def train(
     task: Task,
     *,
     steps: int,
-    batch_size: int = 64,
-    lr: float = 1e-3,
-    schedule: str = "cosine",
-    warmup_steps: int = 0,
-    weight_decay: float = 0.0,
-    log_every: int = 10,
+    batch_size: int = CircuitsTrainConfig.batch_size,
+    lr: float = CircuitsTrainConfig.lr,
+    schedule: str = CircuitsTrainConfig.schedule,
+    warmup_steps: int = CircuitsTrainConfig.warmup_steps,
+    weight_decay: float = CircuitsTrainConfig.weight_decay,
+    log_every: int = CircuitsTrainConfig.log_every,
     evaluate: Callable[[AttnOnlyTransformer], dict[str, float]] | None = None,
     seed: int | torch.Generator | None = None,
     device: str | torch.device | None = "cpu",
-    progress: bool = True,
+    progress: bool | None = None,
+    threads: int | None = None,
+    on_log: loop.OnLog | None = None,
+    checkpoint: str | Path | None = None,
+    checkpoint_every: int | None = None,
+    resume_from: str | Path | None = None,
 ) -> TrainResult:
     """Train ``model`` in place on fresh batches of ``task`` with AdamW.
 
@@ -91,73 +90,95 @@ def train(
         task: a token task with ``sample(n_seq, seed)``.
         steps: optimisation steps.
         batch_size: sequences per step.
-        lr: peak learning rate, scaled by :func:`superpose.train.lr_factor` each step.
-        schedule: one of :data:`superpose.train.SCHEDULES`, after ``warmup_steps`` of warm-up.
+        lr: peak learning rate, scaled by :func:`superpose.training.lr_factor` each step.
+        schedule: one of :data:`superpose.training.SCHEDULES`, after ``warmup_steps`` of
+            warm-up.
         warmup_steps: linear warm-up steps, in ``[0, steps]``.
         weight_decay: AdamW's decoupled weight decay (>= 0).
-        log_every: steps per history entry (and per NaN/inf check and ``evaluate`` call).
+        log_every: steps per history entry (and per divergence check and ``evaluate`` call).
         evaluate: optional function of the model returning named floats to log; called under
             ``torch.no_grad`` with the model in eval mode.
         seed: int or ``torch.Generator`` for the stream of batches; None: torch's global
             generator, so ``torch.manual_seed`` governs them.
         device: ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"auto"``.
-        progress: show a tqdm progress bar.
+        progress: True shows a progress bar, False hides it, None (default) shows it on a
+            terminal only.
+        threads: torch CPU threads for the run; None picks them by the step's size,
+            ``batch × n_ctx × d_vocab`` (:func:`superpose.runtime.auto_threads`).
+        on_log: ``on_log(step, metrics)`` after each logging interval; ``metrics`` maps
+            ``"loss"`` and each ``evaluate`` metric to a ``(1,)`` array.
+        checkpoint: a file to write a checkpoint to every ``checkpoint_every`` steps (a
+            multiple of ``log_every``), so that ``resume_from`` goes on bit-identically.
+        checkpoint_every: see ``checkpoint``.
+        resume_from: a checkpoint file from a run of the same model and settings.
+
+    Returns:
+        The run's :class:`~superpose.training.TrainResult`; ``history`` holds ``"loss"`` and
+        each ``evaluate`` metric, ``(n_logs,)``.
 
     Raises:
-        TrainingDiverged: the loss became NaN/inf; the error names the step (instance 0).
+        TrainingDiverged: the loss became NaN/inf or blew up (the rule is in
+            :mod:`superpose.training.divergence`); the error names the step (instance 0).
     """
     if not isinstance(model, AttnOnlyTransformer):
         raise TypeError(f"model must be an AttnOnlyTransformer, got {type(model).__name__}")
-    steps = positive_int("steps", steps)
-    batch_size = positive_int("batch_size", batch_size)
-    log_every = positive_int("log_every", log_every)
-    check_optimizer_settings(steps, lr, schedule, warmup_steps, weight_decay)
+    config = CircuitsTrainConfig(
+        steps=steps,
+        lr=lr,
+        schedule=schedule,
+        warmup_steps=warmup_steps,
+        log_every=log_every,
+        batch_size=batch_size,
+        weight_decay=weight_decay,
+    )
     if task.d_vocab > model.d_vocab or task.n_ctx > model.n_ctx:
         raise ValueError(
             f"task (d_vocab={task.d_vocab}, n_ctx={task.n_ctx}) does not fit the model "
             f"(d_vocab={model.d_vocab}, n_ctx={model.n_ctx})"
         )
     device = resolve_device(device)
-    model.to(device)
-    generator = make_generator(seed)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
-    interval = torch.zeros(log_every)
-    logged_steps: list[int] = []
-    logged_loss: list[float] = []
-    metrics: dict[str, list[float]] = {}
-    bar = tqdm(total=steps, disable=not progress, desc="train transformer", unit="step")
-    start = time.perf_counter()
-    for step in range(steps):
-        for group in optimizer.param_groups:
-            group["lr"] = lr * lr_factor(step, steps, schedule, warmup_steps)
-        tokens = task.sample(batch_size, generator).tokens.to(device)
-        loss = next_token_losses(model(tokens), tokens).mean()
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        interval[step % log_every] = loss.detach().cpu()
-        if (step + 1) % log_every == 0 or step + 1 == steps:
-            filled = interval[: step % log_every + 1]
-            if not torch.isfinite(filled).all():
-                bad = int((~torch.isfinite(filled)).nonzero()[0])
-                raise TrainingDiverged(step - step % log_every + bad, [0])
-            logged_steps.append(step + 1)
-            logged_loss.append(filled.mean().item())
-            bar.update(step % log_every + 1)
-            bar.set_postfix(loss=f"{logged_loss[-1]:.4g}")
-            if evaluate is not None:
-                model.eval()
-                with torch.no_grad():
-                    for name, value in evaluate(model).items():
-                        metrics.setdefault(name, []).append(float(value))
-                model.train()
-    wall_time = time.perf_counter() - start
-    bar.close()
+    with loop.threads_for(device, threads, batch_size * task.n_ctx * model.d_vocab):
+        model.to(device)
+        generator = make_generator(seed)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+
+        def gradients(step: int) -> dict[str, torch.Tensor]:
+            tokens = task.sample(batch_size, generator).tokens.to(device)
+            loss = next_token_losses(model(tokens), tokens).mean()
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            return {"loss": loss.detach().reshape(1)}
+
+        def measure() -> dict[str, float]:
+            model.eval()
+            with torch.no_grad():
+                values = {name: float(value) for name, value in evaluate(model).items()}
+            model.train()
+            return values
+
+        history = loop.run(
+            loop.Trainable(
+                module=model,
+                optimizer=optimizer,
+                gradients=gradients,
+                n_instances=1,
+                evaluate=None if evaluate is None else measure,
+                generators=[generator],
+                name="train transformer",
+            ),
+            config,
+            device=device,
+            progress=progress,
+            on_log=on_log,
+            checkpoint=checkpoint,
+            checkpoint_every=checkpoint_every,
+            resume_from=resume_from,
+        )
     return TrainResult(
-        history_steps=torch.tensor(logged_steps),
-        history_loss=torch.tensor(logged_loss),
-        history_metrics={name: torch.tensor(values) for name, values in metrics.items()},
-        wall_time=wall_time,
+        history_steps=history.steps,
+        history={name: values[:, 0] for name, values in history.values.items()},
+        wall_time=history.wall_time,
         steps=steps,
         device=str(device),
+        samples_per_step=batch_size,
     )

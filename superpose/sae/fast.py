@@ -36,9 +36,6 @@ import torch.nn.functional as F
 from superpose.sae.base import SparseAutoencoder
 from superpose.sae.topk import BatchTopKSAE, TopKSAE, keep_top
 
-PRECISIONS = ("fp32", "bf16")
-"""Encoder-product precisions of :func:`loss_and_backward`."""
-
 
 def supports(sae: SparseAutoencoder) -> bool:
     """Whether the hand-written gradients apply: a plain :class:`TopKSAE` or
@@ -121,17 +118,15 @@ def loss_and_backward(
     sae: TopKSAE,
     x: torch.Tensor,
     dead: torch.Tensor,
-    sparsity_scale: float,
     precision: str = "fp32",
     workspace: dict[str, torch.Tensor] | None = None,
 ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
     """:func:`superpose.sae.train.loss_and_backward` for a TopK or BatchTopK SAE without
     autograd: the same parts and the same ``.grad`` on every parameter (up to float
-    rounding) from ``x: (instance, batch, d_in)`` and ``dead: (instance, d_sae)``.
+    rounding) from ``x: (instance, batch, d_in)`` and ``dead: (instance, d_sae)``. These
+    kinds have no sparsity penalty, so there is no warm-up factor to apply.
 
     Args:
-        sparsity_scale: unused (these kinds have no sparsity penalty); kept for the common
-            signature.
         precision: ``"fp32"`` or ``"bf16"`` (see the module docstring).
         workspace: a dict kept across steps (the trainer passes one) in which the
             pre-activations' buffer ``(instance, batch, d_sae)`` is reused: a fresh buffer of

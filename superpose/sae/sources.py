@@ -53,6 +53,17 @@ class ActivationSource:
             return self.features.dataset.shape[0]
         return self.features.feature_probability.shape[0]
 
+    @property
+    def generator(self) -> torch.Generator:
+        """The stream batches come from when a trainer is given no seed: the features' own
+        generator (torch's global one when they have no seed)."""
+        return self.features.generator
+
+    @property
+    def device(self) -> torch.device:
+        """Where the source draws its batches."""
+        return self.features.device
+
     def activations(self, features: torch.Tensor) -> torch.Tensor:
         """Map ``features: (instance, batch, n_features)`` to ``(instance, batch, d_model)``."""
         raise NotImplementedError

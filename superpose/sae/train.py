@@ -26,56 +26,65 @@ is sampled once per step and shared by every SAE instance, and a
 
 from __future__ import annotations
 
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import torch
-from tqdm.auto import tqdm
 
-from superpose._checks import make_generator, optional_seed, positive_int, resolve_device
+from superpose._checks import make_generator, optional_seed, resolve_device
 from superpose.sae import fast
 from superpose.sae.base import SparseAutoencoder
 from superpose.sae.sources import ActivationSource, activations_for, check_source
-from superpose.train import (
-    _check_finite,
-    check_optimizer_settings,
-    check_precision,
-    lr_factor,
-    resolve_method,
+from superpose.training import loop
+from superpose.training.config import (
+    LoopConfig,
+    optional_positive_integer,
+    positive_integer,
+    setting,
+    steps_within_run,
 )
-
-PRECISIONS = fast.PRECISIONS
-"""Encoder-product precisions of :func:`train` (``"bf16"`` needs ``method="fast"``)."""
+from superpose.training.result import TrainResult, check_precision, resolve_method
 
 HISTORY = ("loss", "mse", "sparsity", "aux", "l0", "dead_fraction")
 """Per-instance quantities logged by :func:`train`."""
 
+SAETrainResult = TrainResult
+"""The SAE trainer's result is every trainer's :class:`~superpose.training.TrainResult`
+(this name is kept for code written before 0.5)."""
+
+
+def _betas(name: str, value: Any) -> None:
+    if not (
+        isinstance(value, tuple)
+        and len(value) == 2
+        and all(isinstance(b, int | float) and 0 <= b < 1 for b in value)
+    ):
+        raise ValueError(f"{name} must be a pair (β₁, β₂) of floats in [0, 1), got {value!r}")
+
 
 @dataclass
-class SAETrainResult:
-    """What :func:`train` returns.
+class SAETrainConfig(LoopConfig):
+    """The SAE trainer's settings (:func:`train`): the loop's and its own."""
 
-    Attributes:
-        history_steps: ``(n_logs,)`` the step at the end of each logging interval.
-        history: :data:`HISTORY` name → ``(n_logs, instance)`` mean over each interval of the
-            training loss, its parts (``sparsity`` unscaled by the warm-up), ``l0`` (active
-            latents per sample) and ``dead_fraction`` (see the module docstring).
-        wall_time: seconds spent in the training loop.
-        steps: optimisation steps taken.
-        samples_per_second: ``steps · batch_size / wall_time`` (per instance).
-        device: where it ran.
-        method: how the gradients were computed, ``"fast"`` or ``"reference"``.
-        precision: the encoder product's precision, ``"fp32"`` or ``"bf16"``.
-    """
+    steps: int = setting(5000, "optimisation steps", positive_integer)
+    batch_size: int = setting(1024, "samples per step", positive_integer)
+    betas: tuple[float, float] = setting((0.9, 0.999), "Adam's (β₁, β₂), each in [0, 1)", _betas)
+    sparsity_warmup_steps: int = setting(
+        0, "steps over which the sparsity penalty ramps up linearly, in [0, steps]"
+    )
+    dead_window: int = setting(
+        65536, "samples without firing after which a latent counts as dead", positive_integer
+    )
+    resample_every: int | None = setting(
+        None,
+        "resample dead latents every this many steps (None: never)",
+        optional_positive_integer,
+    )
 
-    history_steps: torch.Tensor
-    history: dict[str, torch.Tensor] = field(repr=False)
-    wall_time: float
-    steps: int
-    samples_per_second: float
-    device: str
-    method: str
-    precision: str = "fp32"
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        steps_within_run("sparsity_warmup_steps", self.sparsity_warmup_steps, self.steps)
 
 
 def loss_and_backward(
@@ -169,50 +178,57 @@ def train(
     sae: SparseAutoencoder,
     source: ActivationSource,
     *,
-    steps: int = 5000,
-    batch_size: int = 1024,
-    lr: float = 1e-3,
-    betas: tuple[float, float] = (0.9, 0.999),
-    schedule: str = "constant",
-    warmup_steps: int = 0,
-    sparsity_warmup_steps: int = 0,
-    dead_window: int = 65536,
-    resample_every: int | None = None,
-    log_every: int = 100,
+    steps: int = SAETrainConfig.steps,
+    batch_size: int = SAETrainConfig.batch_size,
+    lr: float = SAETrainConfig.lr,
+    betas: tuple[float, float] = SAETrainConfig.betas,
+    schedule: str = SAETrainConfig.schedule,
+    warmup_steps: int = SAETrainConfig.warmup_steps,
+    sparsity_warmup_steps: int = SAETrainConfig.sparsity_warmup_steps,
+    dead_window: int = SAETrainConfig.dead_window,
+    resample_every: int | None = SAETrainConfig.resample_every,
+    log_every: int = SAETrainConfig.log_every,
     seed: int | None = None,
     device: str | torch.device | None = "cpu",
-    progress: bool = True,
+    progress: bool | None = None,
     method: str = "auto",
     precision: str = "fp32",
-) -> SAETrainResult:
+    threads: int | None = None,
+    on_log: loop.OnLog | None = None,
+    checkpoint: str | Path | None = None,
+    checkpoint_every: int | None = None,
+    resume_from: str | Path | None = None,
+) -> TrainResult:
     """Train every instance of ``sae`` on ``source`` with Adam; the SAE is updated in place
     and left in inference mode (``sae.eval()``: BatchTopK then uses its threshold).
 
     Every SAE instance sees the same batch when ``source`` has one instance (drawn once and
-    shared) and its own when ``source`` has one instance per SAE instance.
+    shared) and its own when ``source`` has one instance per SAE instance. The settings'
+    defaults and checks live in :class:`SAETrainConfig`; the loop (schedule, logging,
+    divergence, callbacks, checkpoints) is :func:`superpose.training.loop.run`.
 
     Args:
         sae: the SAEs to train (moved to ``device``).
         source: activations with ``d_model == sae.d_in``.
         steps: optimisation steps.
         batch_size: samples per step.
-        lr: peak learning rate, scaled by :func:`superpose.train.lr_factor` each step.
+        lr: peak learning rate, scaled by :func:`superpose.training.lr_factor` each step.
         betas: Adam's ``(β₁, β₂)``, each in ``[0, 1)``. A smaller ``β₂`` (e.g. 0.99) damps
             the large steps Adam takes on a latent whose gradient is rarely non-zero.
-        schedule: one of :data:`superpose.train.SCHEDULES`, after ``warmup_steps`` of linear
-            warm-up.
+        schedule: one of :data:`superpose.training.SCHEDULES`, after ``warmup_steps`` of
+            linear warm-up.
         sparsity_warmup_steps: the sparsity penalty's coefficient ramps linearly from ~0 to
             its value over these steps.
         dead_window: samples without firing after which a latent counts as dead.
         resample_every: resample dead latents (:func:`resample_dead`) every this many steps
             (never in the last ``resample_every`` steps); None: never.
-        log_every: steps per history entry (and per NaN/inf check).
+        log_every: steps per history entry, divergence check and ``on_log`` call.
         seed: batches (and resampled latents' picks) come from a stream seeded ``seed``: the
-            same seed gives the same run. None: from the source's features' own generator
-            (torch's global generator when they have no seed, so ``torch.manual_seed``
-            governs the run).
+            same seed gives the same run. None: from the source's own generator (torch's
+            global generator when it has no seed, so ``torch.manual_seed`` governs the run).
         device: ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"auto"``.
-        progress: show a progress bar.
+        progress: True shows a progress bar, False hides it, None (default) shows it on a
+            terminal only.
         method: ``"reference"``: the SAE's own loss differentiated by autograd, with
             ``torch.optim.Adam`` (the readable definition). ``"fast"``: the same objective
             with hand-written gradients that touch only the active latents
@@ -225,31 +241,39 @@ def train(
             gradients, weights and optimiser state stay float32. Only pays on CPUs with bf16
             matrix instructions (AMX or AVX512-BF16); it can change which latents are kept
             where pre-activations nearly tie.
+        threads: torch CPU threads for the run (restored afterwards); None picks them by the
+            step's size, ``instance × batch × d_sae`` (:func:`superpose.runtime.auto_threads`).
+        on_log: ``on_log(step, metrics)`` after each logging interval, ``metrics`` mapping
+            each of :data:`HISTORY` to its ``(instance,)`` interval mean (numpy).
+        checkpoint: a file to write a checkpoint to every ``checkpoint_every`` steps (a
+            multiple of ``log_every``), so that ``resume_from`` goes on bit-identically.
+        checkpoint_every: see ``checkpoint``.
+        resume_from: a checkpoint file from a run of the same SAE shape and settings.
+
+    Returns:
+        The run's :class:`~superpose.training.TrainResult`; ``history`` holds each of
+        :data:`HISTORY` (``sparsity`` unscaled by the warm-up, ``l0`` the active latents
+        per sample, ``dead_fraction`` the latents silent for ``dead_window`` samples).
 
     Raises:
-        TrainingDiverged: a loss became NaN/inf; the error names the step and instances.
+        TrainingDiverged: an instance's loss became NaN/inf or blew up (the rule is in
+            :mod:`superpose.training.divergence`); the error names the step and instances.
     """
     if not isinstance(sae, SparseAutoencoder):
         raise TypeError(f"sae must be a superpose.sae SAE, got {type(sae).__name__}")
     check_source(source, sae.n_instances, sae.d_in)
-    steps = positive_int("steps", steps)
-    batch_size = positive_int("batch_size", batch_size)
-    log_every = positive_int("log_every", log_every)
-    dead_window = positive_int("dead_window", dead_window)
-    check_optimizer_settings(steps, lr, schedule, warmup_steps, 0.0)
-    if not (isinstance(sparsity_warmup_steps, int) and 0 <= sparsity_warmup_steps <= steps):
-        raise ValueError(
-            f"sparsity_warmup_steps must be an int in [0, steps={steps}], "
-            f"got {sparsity_warmup_steps!r}"
-        )
-    if not (
-        isinstance(betas, tuple)
-        and len(betas) == 2
-        and all(isinstance(b, int | float) and 0 <= b < 1 for b in betas)
-    ):
-        raise ValueError(f"betas must be a pair (β₁, β₂) of floats in [0, 1), got {betas!r}")
-    if resample_every is not None:
-        resample_every = positive_int("resample_every", resample_every)
+    config = SAETrainConfig(
+        steps=steps,
+        lr=lr,
+        schedule=schedule,
+        warmup_steps=warmup_steps,
+        log_every=log_every,
+        batch_size=batch_size,
+        betas=betas,
+        sparsity_warmup_steps=sparsity_warmup_steps,
+        dead_window=dead_window,
+        resample_every=resample_every,
+    )
     seed = optional_seed(seed)
     method = resolve_method(
         method, fast.supports(sae), f"supports the topk and batchtopk kinds, not {sae.kind!r}"
@@ -257,67 +281,79 @@ def train(
     check_precision(precision, method, "topk and batchtopk kinds")
     device = resolve_device(device)
 
-    sae.to(device).train()
-    generator = (
-        source.features.generator if seed is None else make_generator(seed, source.features.device)
-    )
-    optimizer = torch.optim.Adam(sae.parameters(), lr=lr, betas=betas, fused=method == "fast")
-    since_fired = torch.zeros(sae.n_instances, sae.d_sae, dtype=torch.long, device=device)
-    n_logs = steps // log_every + (steps % log_every > 0)
-    history = {name: torch.zeros(n_logs, sae.n_instances) for name in HISTORY}
-    interval = {name: torch.zeros(log_every, sae.n_instances, device=device) for name in HISTORY}
-    workspace: dict[str, torch.Tensor] = {}  # the fast path's reused buffers
-    bar = tqdm(total=steps, disable=not progress, desc=f"train SAE {sae.kind}", unit="step")
-    start = time.perf_counter()
-    for step in range(steps):
-        for group in optimizer.param_groups:
-            group["lr"] = lr * lr_factor(step, steps, schedule, warmup_steps)
-        sparsity_scale = (
-            min(1.0, (step + 1) / sparsity_warmup_steps) if sparsity_warmup_steps else 1.0
+    with loop.threads_for(device, threads, sae.n_instances * batch_size * sae.d_sae):
+        sae.to(device).train()
+        generator = source.generator if seed is None else make_generator(seed, source.device)
+        optimizer = torch.optim.Adam(sae.parameters(), lr=lr, betas=betas, fused=method == "fast")
+        since_fired = torch.zeros(sae.n_instances, sae.d_sae, dtype=torch.long, device=device)
+        workspace: dict[str, torch.Tensor] = {}  # the fast path's reused buffers
+        last: dict[str, torch.Tensor] = {}  # this step's batch and latents, for after_update
+
+        def gradients(step: int) -> dict[str, torch.Tensor]:
+            scale = min(1.0, (step + 1) / sparsity_warmup_steps) if sparsity_warmup_steps else 1.0
+            x = activations_for(source, sae.n_instances, batch_size, generator).to(device)
+            if step == 0:
+                with torch.no_grad():
+                    sae.b_dec.copy_(x.mean(1))
+            dead = since_fired >= dead_window
+            optimizer.zero_grad(set_to_none=True)
+            if method == "fast":
+                parts, z = fast.loss_and_backward(sae, x, dead, precision, workspace)
+            else:
+                parts, z = loss_and_backward(sae, x, dead, scale)
+            fired, l0 = firing(z)
+            last.update(x=x, z=z, fired=fired)
+            return {
+                "loss": parts["mse"] + scale * parts["sparsity"] + parts["aux"],
+                **parts,
+                "l0": l0,
+                "dead_fraction": dead.float().mean(-1),
+            }
+
+        def after_update(step: int) -> None:
+            nonlocal since_fired
+            if sae.unit_decoder:
+                normalize_decoder(sae)
+            sae.observe(last["z"])
+            since_fired = torch.where(last["fired"], 0, since_fired + batch_size)
+            if resample_every is not None and (step + 1) % resample_every == 0:
+                if step + resample_every < steps:
+                    resampled = since_fired >= dead_window
+                    resample_dead(sae, last["x"], resampled, optimizer, generator)
+                    since_fired = since_fired.masked_fill(resampled, 0)  # a fresh start
+
+        def load_state(state: dict[str, torch.Tensor]) -> None:
+            nonlocal since_fired
+            since_fired = state["since_fired"].to(device)
+
+        history = loop.run(
+            loop.Trainable(
+                module=sae,
+                optimizer=optimizer,
+                gradients=gradients,
+                n_instances=sae.n_instances,
+                after_update=after_update,
+                generators=[generator],
+                state=lambda: {"since_fired": since_fired},
+                load_state=load_state,
+                name=f"train SAE {sae.kind}",
+            ),
+            config,
+            device=device,
+            progress=progress,
+            on_log=on_log,
+            checkpoint=checkpoint,
+            checkpoint_every=checkpoint_every,
+            resume_from=resume_from,
         )
-        x = activations_for(source, sae.n_instances, batch_size, generator).to(device)
-        if step == 0:
-            with torch.no_grad():
-                sae.b_dec.copy_(x.mean(1))
-        dead = since_fired >= dead_window
-        optimizer.zero_grad(set_to_none=True)
-        if method == "fast":
-            parts, z = fast.loss_and_backward(sae, x, dead, sparsity_scale, precision, workspace)
-        else:
-            parts, z = loss_and_backward(sae, x, dead, sparsity_scale)
-        optimizer.step()
-        if sae.unit_decoder:
-            normalize_decoder(sae)
-        sae.observe(z)
-        fired, l0 = firing(z)
-        since_fired = torch.where(fired, 0, since_fired + batch_size)
-        if resample_every is not None and (step + 1) % resample_every == 0:
-            if step + resample_every < steps:
-                resampled = since_fired >= dead_window
-                resample_dead(sae, x, resampled, optimizer, generator)
-                since_fired = since_fired.masked_fill(resampled, 0)  # a fresh start
-        row = step % log_every
-        interval["loss"][row] = parts["mse"] + sparsity_scale * parts["sparsity"] + parts["aux"]
-        for name in ("mse", "sparsity", "aux"):
-            interval[name][row] = parts[name]
-        interval["l0"][row] = l0
-        interval["dead_fraction"][row] = dead.float().mean(-1)
-        if (step + 1) % log_every == 0 or step + 1 == steps:
-            _check_finite(interval["loss"][: row + 1], first_step=step - row)
-            for name in HISTORY:
-                history[name][step // log_every] = interval[name][: row + 1].mean(0).cpu()
-            bar.update(row + 1)
-            bar.set_postfix(loss=f"{history['loss'][step // log_every].mean().item():.4g}")
-    wall_time = time.perf_counter() - start
-    bar.close()
     sae.eval()
-    return SAETrainResult(
-        history_steps=torch.clamp(torch.arange(1, n_logs + 1) * log_every, max=steps),
-        history=history,
-        wall_time=wall_time,
+    return TrainResult(
+        history_steps=history.steps,
+        history=history.values,
+        wall_time=history.wall_time,
         steps=steps,
-        samples_per_second=steps * batch_size / wall_time,
         device=str(device),
         method=method,
         precision=precision,
+        samples_per_step=batch_size,
     )
