@@ -105,3 +105,30 @@ def test_harness_extracts_shrinks_and_fails_on_a_broken_block(tmp_path):
     assert shrink("train(m, d, steps=5_000, warmup_steps=100)\nf(steps=7)") == (
         f"train(m, d, steps={QUICK_STEPS}, warmup_steps=100)\nf(steps=7)"
     )
+
+
+_DOTTED = re.compile(r"`(superpose(?:\.[A-Za-z_][A-Za-z0-9_]*)+)")
+
+
+def test_every_dotted_name_in_the_readme_is_reachable_as_written():
+    """``superpose.a.b`` in README must work as attribute access from ``import superpose``
+    (0.4 cited ``superpose.train.auto_threads``, which the function ``superpose.train``
+    hides)."""
+    import importlib
+
+    missing = []
+    for name in sorted(set(_DOTTED.findall(README.read_text()))):
+        parts = name.split(".")
+        module = importlib.import_module("superpose")
+        for depth in range(2, len(parts) + 1):  # import subpackages a reader would import
+            try:
+                importlib.import_module(".".join(parts[:depth]))
+            except ImportError:
+                break
+        obj = module
+        try:
+            for part in parts[1:]:
+                obj = getattr(obj, part)
+        except AttributeError:
+            missing.append(name)
+    assert missing == []

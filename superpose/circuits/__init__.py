@@ -45,12 +45,13 @@ from superpose.circuits.tasks import (
     SkipTrigrams,
     ZipfMarkovChain,
 )
-from superpose.circuits.train import TrainResult, next_token_losses, train
+from superpose.circuits.train import CircuitsTrainConfig, TrainResult, next_token_losses, train
 
 __all__ = [
     "AttnOnlyTransformer",
     "Batch",
     "Cache",
+    "CircuitsTrainConfig",
     "FactoredMatrix",
     "MarkovChain",
     "RepeatedTokens",

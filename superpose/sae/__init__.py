@@ -23,7 +23,7 @@ from superpose.sae.metrics import evaluate, feature_recovery
 from superpose.sae.relu import ReLUSAE
 from superpose.sae.sources import ActivationSource, ModelActivations, Superposed
 from superpose.sae.topk import BatchTopKSAE, TopKSAE
-from superpose.sae.train import SAETrainResult, train
+from superpose.sae.train import SAETrainConfig, SAETrainResult, train
 
 __all__ = [
     "KINDS",
@@ -34,6 +34,7 @@ __all__ = [
     "MatryoshkaSAE",
     "ModelActivations",
     "ReLUSAE",
+    "SAETrainConfig",
     "SAETrainResult",
     "SparseAutoencoder",
     "Superposed",

@@ -4,7 +4,7 @@ Instances are independent, so the objective is the sum of the per-instance losse
 for these small synthetic problems (features of magnitude ≤ 1 along unit directions):
 Adam with ``lr = 1e-3`` and default betas (0.9, 0.999) (Gao et al. 2024 and Anthropic's April 2024
 update also use Adam; their smaller rates suit far larger dictionaries), a constant rate
-after an optional warm-up (any :data:`superpose.train.SCHEDULES`), the sparsity penalty
+after an optional warm-up (any :data:`superpose.training.SCHEDULES`), the sparsity penalty
 warmed up linearly over ``sparsity_warmup_steps`` (Anthropic's λ warm-up), ``b_dec``
 initialised to the mean of the first batch, and decoder rows renormalised to unit norm
 after every step for the kinds that require it (all but ``"relu"``, whose penalty carries

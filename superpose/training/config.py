@@ -10,8 +10,8 @@ classes (``steps: int = TrainConfig.steps``) and :mod:`superpose.sweep` derives 
 tables from them: a default exists once.
 
 :class:`LoopConfig` holds what the shared loop (:mod:`superpose.training.loop`) needs; each
-trainer's config (:class:`superpose.train.TrainConfig`, :class:`superpose.sae.train.SAETrainConfig`,
-:class:`superpose.circuits.train.CircuitsTrainConfig`) extends it with its own fields and
+trainer's config (:class:`superpose.TrainConfig`, :class:`superpose.sae.SAETrainConfig`,
+:class:`superpose.circuits.CircuitsTrainConfig`) extends it with its own fields and
 defaults.
 """
 
