@@ -13,9 +13,8 @@ The core loop, in a few lines::
     model = superpose.load("my-model")
 """
 
-__version__ = "0.4.0"
-
 from superpose import analysis
+from superpose._version import __version__
 from superpose.data import SparseFeatures
 from superpose.io import load
 from superpose.models import ToyModel
@@ -26,6 +25,7 @@ __all__ = [
     "ToyModel",
     "TrainResult",
     "TrainingDiverged",
+    "__version__",
     "analysis",
     "load",
     "train",

@@ -36,7 +36,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors import torch as safetensors_torch
 from torch import nn
 
-from superpose import __version__
+from superpose._version import __version__
 
 WEIGHTS_FILE = "weights.safetensors"
 CONFIG_FILE = "config.json"

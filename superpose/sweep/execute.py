@@ -31,7 +31,7 @@ from typing import Any
 
 import torch
 
-from superpose import __version__
+from superpose._version import __version__
 from superpose.analysis import scalar_metrics
 from superpose.data import SparseFeatures, geometric_probability, zipf_probability
 from superpose.fast import batch_loss
