@@ -172,7 +172,8 @@ def readout_quality(
     """Measure per-feature read-out on ``n_samples`` fresh samples of ``data``.
 
     ``signal``/``interference`` are None for ``"hidden_relu"`` and ``"abs"`` models, whose
-    output is not a linear read-off of ``WᵀW x``.
+    output is not a linear read-off of ``WᵀW x`` (see
+    :attr:`superpose.models.ModelKind.reads_gram`).
     """
     if not isinstance(model, ToyModel):
         raise TypeError(f"model must be a ToyModel, got {type(model).__name__}")
@@ -182,7 +183,7 @@ def readout_quality(
     off = x == 0
     false_active = ((out > threshold) & off).sum(1) / off.sum(1)
     reconstruction = ((model.target(x) - out) ** 2).mean(1)
-    if model.kind not in ("linear", "relu"):
+    if not model.kind_spec.reads_gram:
         return ReadoutQuality(reconstruction, false_active.float(), None, None)
     overlaps = gram(model.W)
     self_gain = overlaps.diagonal(dim1=1, dim2=2)

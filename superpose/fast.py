@@ -8,17 +8,19 @@ is the five batched matrix products the model needs (two forward, three backward
 multiply-adds when the matrices are tiny, see :func:`matmul`) plus a few elementwise passes
 over the batch.
 
-Notation, per instance: ``x: (batch, n)`` the input, ``y`` its target (``x``, or ``|x|`` for
-``"abs"``), ``h: (batch, m)`` the hidden activations, ``z = h W_read + b: (batch, n)`` the
-output pre-activation, ``out = ReLU(z)`` (``z`` for ``"linear"``), ``W_read`` the output weights
-(``W``, or ``W_out`` for ``"abs"``). With ``L = (1/B) Σ I_i (out − y)²`` summed over features and
-averaged over the batch,
+Notation, per instance, for a kind described by its :class:`~superpose.models.ModelKind`:
+``x: (batch, n)`` the input, ``y`` its target (``x``, or ``|x|`` with ``abs_target``), ``h:
+(batch, m)`` the hidden activations, ``z = h W_read + b: (batch, n)`` the output
+pre-activation, ``out = ReLU(z)`` (``z`` without ``output_relu``), ``W_read`` the output weights
+(``W`` when ``tied``, else ``W_out``). With ``L = (1/B) Σ I_i (out − y)²`` summed over features
+and averaged over the batch,
 
-* ``g = ∂L/∂z = (2/B) I ⊙ (out − y) ⊙ [z > 0]`` (no mask for ``"linear"``),
+* ``g = ∂L/∂z = (2/B) I ⊙ (out − y) ⊙ [z > 0]`` (no mask without ``output_relu``),
 * ``∂L/∂b = Σ_batch g``, ``∂L/∂W_read = hᵀ g``,
-* ``d = ∂L/∂h = g W_readᵀ ⊙ [h > 0]`` (no mask when the hidden layer is linear),
+* ``d = ∂L/∂h = g W_readᵀ ⊙ [h > 0]`` (no mask when the hidden layer is linear, not
+  ``privileged``),
 * ``∂L/∂W_in = dᵀ x`` (``W_in = W``; for the tied kinds ``W``'s gradient is the sum of both
-  terms), ``∂L/∂b_hidden = Σ_batch d``.
+  terms), ``∂L/∂b_hidden = Σ_batch d`` (with ``hidden_bias``).
 
 Instances are independent, so the gradient of the summed loss is each instance's own.
 
@@ -40,7 +42,7 @@ from functools import cache
 import torch
 
 from superpose.data import FEATURE_MAJOR, CompactBatch, feature_major
-from superpose.models import ToyModel
+from superpose.models import ModelKind, ToyModel
 from superpose.training.result import PRECISIONS
 
 CHUNK_ELEMENTS = 2**18
@@ -170,7 +172,7 @@ def loss_and_backward(
             instances = slice(first + offset, first + min(offset + size, part.shape[0]))
             for row in range(0, n_rows, rows):
                 share = chunk(
-                    model.kind,
+                    model.kind_spec,
                     {name: parameter[instances] for name, parameter in parameters.items()},
                     model.importance[instances],
                     part[offset : offset + size, row : row + rows],
@@ -211,7 +213,7 @@ def batch_loss(model: ToyModel, batch: CompactBatch) -> torch.Tensor:
     for part, repeats in zip(batch.parts, batch.repeats, strict=True):
         instances = slice(first, first + part.shape[0])
         sliced = {name: parameter[instances] for name, parameter in parameters.items()}
-        _, out, target, _, _ = _forward(model.kind, sliced, part, torch.float32)
+        _, out, target, _, _ = _forward(model.kind_spec, sliced, part, torch.float32)
         error = (out - target).square_().mul_(model.importance[instances, None, :]).sum(-1)
         error[:, -1] *= 1 + repeats
         losses.append(error.sum(-1) / batch.batch_size)
@@ -220,34 +222,28 @@ def batch_loss(model: ToyModel, batch: CompactBatch) -> torch.Tensor:
 
 
 def _forward(
-    kind: str, parameters: dict[str, torch.Tensor], x: torch.Tensor, dtype: torch.dtype
+    kind: ModelKind, parameters: dict[str, torch.Tensor], x: torch.Tensor, dtype: torch.dtype
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The forward pass for ``x: (instance, batch, n_features)`` and ``parameters`` sliced to
-    its instances, with products of ``dtype`` operands (``.to(dtype)`` is free for float32):
-    ``hidden: (instance, batch, m)``, ``out`` and ``target: (instance, batch, n)``, and the
-    operands the backward pass reuses, the output weights ``W_read: (instance, m, n)`` and
-    ``x``, both as ``dtype``."""
+    """The forward pass of a ``kind`` model for ``x: (instance, batch, n_features)`` and
+    ``parameters`` sliced to its instances, with products of ``dtype`` operands (``.to(dtype)``
+    is free for float32): ``hidden: (instance, batch, m)``, ``out`` and ``target: (instance,
+    batch, n)``, and the operands the backward pass reuses, the output weights ``W_read:
+    (instance, m, n)`` and ``x``, both as ``dtype``."""
     x_operand = x.to(dtype)
     W = parameters["W"].to(dtype)
-    if kind == "abs":
-        target = x.abs()
-        w_read = parameters["W_out"].to(dtype)
-        hidden = matmul(x_operand, W.transpose(1, 2), parameters["b_hidden"][:, None, :])
+    w_read = W if kind.tied else parameters["W_out"].to(dtype)
+    hidden_bias = parameters["b_hidden"][:, None, :] if kind.hidden_bias else None
+    hidden = matmul(x_operand, W.transpose(1, 2), hidden_bias)
+    if kind.privileged:
         hidden.relu_()
-    else:
-        target = x
-        w_read = W
-        hidden = matmul(x_operand, W.transpose(1, 2))
-        if kind == "hidden_relu":
-            hidden.relu_()
     out = matmul(hidden.to(dtype), w_read, parameters["b"][:, None, :])  # (instance, batch, n)
-    if kind != "linear":
+    if kind.output_relu:
         out.relu_()
-    return hidden, out, target, w_read, x_operand
+    return hidden, out, kind.target(x), w_read, x_operand
 
 
 def _chunk(
-    kind: str,
+    kind: ModelKind,
     parameters: dict[str, torch.Tensor],
     importance: torch.Tensor,
     x: torch.Tensor,
@@ -257,13 +253,13 @@ def _chunk(
     accumulate: bool,
     dtype: torch.dtype,
 ) -> torch.Tensor:
-    """:func:`loss_and_backward` for some instances' rows: ``parameters`` and ``grads`` are
-    the model's parameters and their gradients sliced to those instances, ``importance:
-    (instance, n_features)``, ``x: (instance, rows, n_features)`` some of the rows of a batch
-    of ``batch_size`` rows that the loss averages over, the last of them standing for ``1 +
-    repeats`` rows. Returns those rows' share of the loss ``(instance,)``; their gradients are
-    written into ``grads``, or added to it when ``accumulate``. ``dtype``: the products'
-    operand type."""
+    """:func:`loss_and_backward` for some instances' rows of a ``kind`` model: ``parameters``
+    and ``grads`` are the model's parameters and their gradients sliced to those instances,
+    ``importance: (instance, n_features)``, ``x: (instance, rows, n_features)`` some of the rows
+    of a batch of ``batch_size`` rows that the loss averages over, the last of them standing
+    for ``1 + repeats`` rows. Returns those rows' share of the loss ``(instance,)``; their
+    gradients are written into ``grads``, or added to it when ``accumulate``. ``dtype``: the
+    products' operand type."""
     scale = importance[:, None, :] * (2.0 / batch_size)  # (instance, 1, n)
     hidden, out, target, w_read, x_operand = _forward(kind, parameters, x, dtype)
     error = out - target
@@ -275,21 +271,21 @@ def _chunk(
     else:
         loss = torch.linalg.vecdot(error.flatten(1), grad_out.flatten(1)) * 0.5
     del error
-    if kind != "linear":  # zero where out == 0, in place
+    if kind.output_relu:  # zero where out == 0, in place
         torch.ops.aten.threshold_backward.grad_input(grad_out, out, 0.0, grad_input=grad_out)
     del out
     grad_out_operand = grad_out.to(dtype)
     grad_hidden = matmul(grad_out_operand, w_read.transpose(1, 2))  # (instance, batch, m)
-    if kind in ("hidden_relu", "abs"):
+    if kind.privileged:
         grad_hidden = torch.ops.aten.threshold_backward(grad_hidden, hidden, 0.0)
     hidden_operand = hidden.to(dtype)
     grad_hidden_operand = grad_hidden.to(dtype).transpose(1, 2)
     _sum_rows(grad_out, grads["b"], accumulate)
-    read = "W_out" if kind == "abs" else "W"
-    _product_into(grads[read], hidden_operand.transpose(1, 2), grad_out_operand, accumulate)
-    if kind == "abs":
+    _product_into(grads[kind.readout], hidden_operand.transpose(1, 2), grad_out_operand, accumulate)
+    if kind.hidden_bias:
         _sum_rows(grad_hidden, grads["b_hidden"], accumulate)
-    _product_into(grads["W"], grad_hidden_operand, x_operand, kind != "abs" or accumulate)
+    # a tied W already holds its readout gradient: add to it
+    _product_into(grads["W"], grad_hidden_operand, x_operand, kind.tied or accumulate)
     return loss
 
 

@@ -14,12 +14,17 @@ Kinds (the TMS paper's models):
 
 The loss is the paper's importance-weighted squared error summed over features and averaged
 over the batch: ``L = E_x[Σ_i I_i (y_i − x'_i)²]`` with ``y = x`` (or ``|x|`` for ``"abs"``).
+
+Each kind is one :class:`ModelKind` row of :data:`MODEL_KINDS`; the forward pass here, the
+hand-written gradients (:mod:`superpose.fast`), the SAE source
+(:class:`~superpose.sae.ModelActivations`) and the sweeps' memory estimate read it.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -33,7 +38,66 @@ from superpose._checks import (
 )
 from superpose.io import Saveable, saveable
 
-KINDS = ("linear", "relu", "hidden_relu", "abs")
+
+@dataclass(frozen=True)
+class ModelKind:
+    """What one kind of toy model is; every module that depends on the kind reads this.
+
+    With ``x: (batch, n)`` per instance, a kind computes the hidden layer
+    ``h = act_h(x Wᵀ [+ b_hidden]): (batch, m)`` and the output ``x' = act_o(h W_read + b):
+    (batch, n)``, and its loss compares ``x'`` with the target ``y`` (``x`` or ``|x|``).
+
+    Attributes:
+        name: the kind's name, an entry of :data:`KINDS`.
+        tied: the output weights are the input weights (``W_read = W``); otherwise the kind
+            has its own output weights ``W_out``.
+        hidden_bias: the hidden layer has a bias ``b_hidden``.
+        privileged: ``act_h`` is a ReLU (the hidden basis is privileged), else the identity.
+        output_relu: ``act_o`` is a ReLU, else the identity.
+        abs_target: the target is ``|x|`` instead of ``x``.
+    """
+
+    name: str
+    tied: bool
+    hidden_bias: bool
+    privileged: bool
+    output_relu: bool
+    abs_target: bool
+
+    @property
+    def readout(self) -> str:
+        """Name of the output weights ``W_read: (instance, n_hidden, n_features)``."""
+        return "W" if self.tied else "W_out"
+
+    @property
+    def reads_gram(self) -> bool:
+        """The output pre-activation is ``WᵀW x + b``: tied, no hidden bias or ReLU."""
+        return self.tied and not self.hidden_bias and not self.privileged
+
+    def n_parameters(self, n_features: int, n_hidden: int) -> int:
+        """Parameters of one instance with ``n_features`` features and ``n_hidden`` hidden
+        dimensions."""
+        weights = 1 if self.tied else 2
+        return weights * n_hidden * n_features + n_features + n_hidden * self.hidden_bias
+
+    def target(self, x: torch.Tensor) -> torch.Tensor:
+        """What the model should output for ``x`` (any shape): ``|x|`` or ``x`` itself."""
+        return x.abs() if self.abs_target else x
+
+
+# fmt: off
+MODEL_KINDS: dict[str, ModelKind] = {kind.name: kind for kind in (
+    #         name           tied   hidden_bias privileged output_relu abs_target
+    ModelKind("linear",      True,  False,      False,     False,      False),
+    ModelKind("relu",        True,  False,      False,     True,       False),
+    ModelKind("hidden_relu", True,  False,      True,      True,       False),
+    ModelKind("abs",         False, True,       True,      True,       True),
+)}
+"""The toy-model kinds by name (the TMS paper's models, see the module docstring)."""
+# fmt: on
+
+KINDS = tuple(MODEL_KINDS)
+"""Names of the toy-model kinds: ``("linear", "relu", "hidden_relu", "abs")``."""
 
 
 @saveable
@@ -80,6 +144,7 @@ class ToyModel(Saveable):
         if kind not in KINDS:
             raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
         self.kind = kind
+        spec = MODEL_KINDS[kind]
         self.n_instances = positive_int("n_instances", n_instances)
         self.n_features = positive_int("n_features", n_features)
         self.n_hidden = positive_int("n_hidden", n_hidden)
@@ -89,13 +154,18 @@ class ToyModel(Saveable):
         self.register_buffer(
             "importance", broadcast_instances("importance", importance, self.n_instances).clone()
         )
-        n_weights = 2 if kind == "abs" else 1
-        weights = self._initial_weights(n_weights, seed)
+        weights = self._initial_weights(1 if spec.tied else 2, seed)
         self.W = nn.Parameter(weights[0])
         self.b = nn.Parameter(torch.zeros(self.n_instances, self.n_features))
-        if kind == "abs":
+        if not spec.tied:
             self.W_out = nn.Parameter(weights[1])
+        if spec.hidden_bias:
             self.b_hidden = nn.Parameter(torch.zeros(self.n_instances, self.n_hidden))
+
+    @property
+    def kind_spec(self) -> ModelKind:
+        """The :class:`ModelKind` of :attr:`kind`."""
+        return MODEL_KINDS[self.kind]
 
     def config(self) -> dict[str, object]:
         """Constructor arguments for :func:`superpose.load` (importance is a buffer)."""
@@ -127,18 +197,20 @@ class ToyModel(Saveable):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Reconstruct ``x: (instance, batch, n_features)``; returns the same shape."""
-        if self.kind == "abs":
-            hidden = torch.relu(torch.baddbmm(self.b_hidden[:, None, :], x, self.W.transpose(1, 2)))
-            return torch.relu(torch.baddbmm(self.b[:, None, :], hidden, self.W_out))
-        hidden = torch.bmm(x, self.W.transpose(1, 2))
-        if self.kind == "hidden_relu":
-            hidden = torch.relu(hidden)
-        out = torch.baddbmm(self.b[:, None, :], hidden, self.W)
-        return out if self.kind == "linear" else torch.relu(out)
+        spec = self.kind_spec
+        W_in = self.W.transpose(1, 2)  # (instance, n_features, n_hidden)
+        if spec.hidden_bias:
+            hidden = torch.baddbmm(self.b_hidden[:, None, :], x, W_in)
+        else:
+            hidden = torch.bmm(x, W_in)
+        if spec.privileged:
+            hidden = torch.relu(hidden)  # (instance, batch, n_hidden)
+        out = torch.baddbmm(self.b[:, None, :], hidden, getattr(self, spec.readout))
+        return torch.relu(out) if spec.output_relu else out
 
     def target(self, x: torch.Tensor) -> torch.Tensor:
         """What the model should output for ``x``: ``|x|`` for ``"abs"``, else ``x``."""
-        return x.abs() if self.kind == "abs" else x
+        return self.kind_spec.target(x)
 
     def loss(self, x: torch.Tensor) -> torch.Tensor:
         """Per-instance loss ``(instance,)``: batch mean of ``Σ_i I_i (y_i − x'_i)²``."""

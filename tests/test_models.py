@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from superpose import ToyModel
+from superpose.models import KINDS, MODEL_KINDS
 
 
 def test_forward_matches_formulas():
@@ -35,6 +36,17 @@ def test_abs_model():
     expected = torch.relu(torch.einsum("khf,kbh->kbf", model.W_out, hidden) + model.b[:, None])
     torch.testing.assert_close(model(x), expected)
     torch.testing.assert_close(model.target(x), x.abs())
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_kind_table_describes_the_model(kind):
+    spec = MODEL_KINDS[kind]
+    model = ToyModel(kind, 2, 7, 3, seed=0)
+    assert model.kind_spec is spec and spec.name == kind
+    names = [name for name, _ in model.named_parameters()]
+    assert names == ["W", "b"] + ["W_out"] * (not spec.tied) + ["b_hidden"] * spec.hidden_bias
+    assert spec.readout in names
+    assert spec.n_parameters(7, 3) == sum(p[0].numel() for p in model.parameters())
 
 
 def test_importance_weighted_loss():

@@ -20,7 +20,7 @@ import torch
 
 from superpose._checks import make_generator, positive_int
 from superpose.data import SparseFeatures
-from superpose.models import ToyModel
+from superpose.models import MODEL_KINDS, ToyModel
 
 
 class ActivationSource:
@@ -199,8 +199,9 @@ class ModelActivations(ActivationSource):
     """The hidden activations of one instance of a trained toy model.
 
     ``h = W x`` for the ``"linear"`` and ``"relu"`` kinds, ``ReLU(W x)`` for
-    ``"hidden_relu"``, ``ReLU(W x + b_hidden)`` for ``"abs"``; the directions are the
-    instance's feature columns ``W[:, i] / ‖W[:, i]‖`` (a zero row for a feature of zero norm).
+    ``"hidden_relu"``, ``ReLU(W x + b_hidden)`` for ``"abs"`` (as the kind's
+    :class:`~superpose.models.ModelKind` says); the directions are the instance's feature
+    columns ``W[:, i] / ‖W[:, i]‖`` (a zero row for a feature of zero norm).
     The model's weights are copied, so later training does not change the source.
 
     Args:
@@ -229,9 +230,9 @@ class ModelActivations(ActivationSource):
         self.kind = model.kind
         self.instance = instance
         self.W = model.W[instance].detach().clone().to(data.device)  # (n_hidden, n_features)
-        self.b_hidden = (
+        self.b_hidden = (  # (n_hidden,)
             model.b_hidden[instance].detach().clone().to(data.device)
-            if model.kind == "abs"
+            if model.kind_spec.hidden_bias
             else None
         )
         columns = self.W.T
@@ -243,7 +244,7 @@ class ModelActivations(ActivationSource):
         hidden = features @ self.W.T
         if self.b_hidden is not None:
             hidden = hidden + self.b_hidden
-        return torch.relu(hidden) if self.kind in ("hidden_relu", "abs") else hidden
+        return torch.relu(hidden) if MODEL_KINDS[self.kind].privileged else hidden
 
 
 def sample_for(

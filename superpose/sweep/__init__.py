@@ -25,7 +25,8 @@ Example::
     model = sweep.load_model("results/sae_grid", scores.config_hash[0])  # a 1-instance SAE
 """
 
-from superpose.sweep.execute import CellResult, run_chunk, sae_source
+from superpose.sweep.cells import CellResult
+from superpose.sweep.execute import run_chunk, sae_source
 from superpose.sweep.lock import StoreLocked
 from superpose.sweep.packing import Chunk, pack
 from superpose.sweep.runner import SweepSummary, plan, resolve_workers, run

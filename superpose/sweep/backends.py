@@ -23,7 +23,8 @@ from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 import torch
 
 from superpose._checks import resolve_device
-from superpose.sweep.execute import CellResult, run_chunk
+from superpose.sweep.cells import CellResult
+from superpose.sweep.execute import run_chunk
 from superpose.sweep.packing import Chunk
 from superpose.train import available_cores
 

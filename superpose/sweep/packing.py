@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from superpose.models import MODEL_KINDS
 from superpose.sweep.spec import Cell
 
 _ACTIVATIONS_PER_FEATURE = 16
@@ -69,8 +70,7 @@ def bytes_per_cell(config: Mapping[str, Any], task: str = "toy") -> int:
         return 4 * floats
     n, m = int(config["n_features"]), int(config["n_hidden"])
     batch = int(config["batch_size"])
-    weights = 2 if config["kind"] == "abs" else 1
-    parameters = weights * m * n + n + (m if config["kind"] == "abs" else 0)
+    parameters = MODEL_KINDS[config["kind"]].n_parameters(n, m)
     floats = (
         batch * n * _ACTIVATIONS_PER_FEATURE
         + batch * m * _ACTIVATIONS_PER_HIDDEN

@@ -14,7 +14,7 @@ Columns of ``cells`` (in the order :func:`load` gives them; its rows follow the 
 cell does not use a field), ``final_loss``, the metrics (toy cells:
 :func:`superpose.analysis.scalar_metrics`; SAE cells: the scores of
 :func:`superpose.sae.evaluate` and ``final_mse``, ``final_sparsity``, ``final_aux``; see
-:class:`~superpose.sweep.execute.CellResult`), ``wall_time`` (seconds per cell, amortised over
+:class:`~superpose.sweep.cells.CellResult`), ``wall_time`` (seconds per cell, amortised over
 its chunk), ``chunk_cells``, ``device``, ``version`` and ``finished_at`` (UTC, ISO 8601),
 ``weights_bytes`` and ``weights_sha256`` (size and SHA-256 of the cell's weight file). New
 config fields or metrics become new columns; rows from before tasks existed are toy cells.
@@ -46,7 +46,7 @@ import torch
 from superpose.io import CorruptFile, tensor_bytes, tensors_from_bytes, write_bytes
 from superpose.models import ToyModel
 from superpose.sae import SparseAutoencoder
-from superpose.sweep.execute import CellResult, build_sae
+from superpose.sweep.cells import CellResult, build_sae
 from superpose.sweep.lock import WriterLock
 from superpose.sweep.spec import TASKS, SweepSpec
 
