@@ -27,7 +27,7 @@ from superpose.circuits.analysis import (
     virtual_weights,
 )
 from superpose.circuits.factored import FactoredMatrix
-from superpose.circuits.model import AttnOnlyTransformer, Cache
+from superpose.circuits.model import AttnOnlyTransformer, Cache, next_token_losses
 from superpose.circuits.paths import path_expansion
 from superpose.circuits.scores import (
     empirical_bigram,
@@ -45,7 +45,7 @@ from superpose.circuits.tasks import (
     SkipTrigrams,
     ZipfMarkovChain,
 )
-from superpose.circuits.train import CircuitsTrainConfig, TrainResult, next_token_losses, train
+from superpose.circuits.train import CircuitsTrainConfig, TrainResult, train
 
 __all__ = [
     "AttnOnlyTransformer",

@@ -31,6 +31,7 @@ import math
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from superpose._checks import make_generator, positive_int
@@ -253,3 +254,17 @@ class AttnOnlyTransformer(Saveable):
                 f"tokens must lie in [0, d_vocab={self.d_vocab}), got values in "
                 f"[{tokens.min().item()}, {tokens.max().item()}]"
             )
+
+
+def next_token_losses(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+    """Cross entropy of predicting ``tokens[:, p + 1]`` from ``logits[:, p]``.
+
+    Args:
+        logits: ``(batch, pos, d_vocab)``.
+        tokens: ``(batch, pos)``.
+
+    Returns:
+        ``(batch, pos - 1)`` losses in nats; column ``p`` is the loss of the prediction made at
+        position ``p``.
+    """
+    return F.cross_entropy(logits[:, :-1].transpose(1, 2), tokens[:, 1:], reduction="none")

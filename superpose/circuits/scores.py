@@ -12,9 +12,8 @@ from __future__ import annotations
 
 import torch
 
-from superpose.circuits.model import AttnOnlyTransformer
+from superpose.circuits.model import AttnOnlyTransformer, next_token_losses
 from superpose.circuits.tasks import Batch, MarkovChain
-from superpose.circuits.train import next_token_losses
 
 
 def _patterns(model: AttnOnlyTransformer, tokens: torch.Tensor) -> torch.Tensor:

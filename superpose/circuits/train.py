@@ -14,10 +14,9 @@ from pathlib import Path
 from typing import Protocol
 
 import torch
-import torch.nn.functional as F
 
 from superpose._checks import make_generator, resolve_device
-from superpose.circuits.model import AttnOnlyTransformer
+from superpose.circuits.model import AttnOnlyTransformer, next_token_losses
 from superpose.circuits.tasks import Batch
 from superpose.training import loop
 from superpose.training.config import LoopConfig, non_negative, one_of, positive_integer, setting
@@ -46,20 +45,6 @@ class CircuitsTrainConfig(LoopConfig):
     )
     batch_size: int = setting(64, "sequences per step", positive_integer)
     weight_decay: float = setting(0.0, "AdamW's decoupled weight decay", non_negative)
-
-
-def next_token_losses(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-    """Cross entropy of predicting ``tokens[:, p + 1]`` from ``logits[:, p]``.
-
-    Args:
-        logits: ``(batch, pos, d_vocab)``.
-        tokens: ``(batch, pos)``.
-
-    Returns:
-        ``(batch, pos - 1)`` losses in nats; column ``p`` is the loss of the prediction made at
-        position ``p``.
-    """
-    return F.cross_entropy(logits[:, :-1].transpose(1, 2), tokens[:, 1:], reduction="none")
 
 
 def train(
