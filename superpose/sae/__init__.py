@@ -21,7 +21,7 @@ from superpose.sae.jumprelu import JumpReLUSAE
 from superpose.sae.matryoshka import MatryoshkaSAE
 from superpose.sae.metrics import evaluate, feature_recovery
 from superpose.sae.relu import ReLUSAE
-from superpose.sae.sources import ActivationSource, ModelActivations, Superposed
+from superpose.sae.sources import ActivationSource, Activations, ModelActivations, Superposed
 from superpose.sae.topk import BatchTopKSAE, TopKSAE
 from superpose.sae.train import SAETrainResult, train
 
@@ -29,6 +29,7 @@ __all__ = [
     "KINDS",
     "SAE",
     "ActivationSource",
+    "Activations",
     "BatchTopKSAE",
     "JumpReLUSAE",
     "MatryoshkaSAE",
