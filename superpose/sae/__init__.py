@@ -21,7 +21,8 @@ from superpose.sae.jumprelu import JumpReLUSAE
 from superpose.sae.matryoshka import MatryoshkaSAE
 from superpose.sae.metrics import evaluate, feature_recovery
 from superpose.sae.relu import ReLUSAE
-from superpose.sae.sources import ActivationSource, Activations, ModelActivations, Superposed
+from superpose.sae.saelens import from_saelens, to_saelens
+from superpose.sae.sources import Activations, ActivationSource, ModelActivations, Superposed
 from superpose.sae.topk import BatchTopKSAE, TopKSAE
 from superpose.sae.train import SAETrainResult, train
 
@@ -41,5 +42,7 @@ __all__ = [
     "TopKSAE",
     "evaluate",
     "feature_recovery",
+    "from_saelens",
+    "to_saelens",
     "train",
 ]
