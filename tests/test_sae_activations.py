@@ -102,6 +102,11 @@ def test_bad_input_is_refused_naming_the_parameter(tmp_path):
     (tmp_path / "bad.safetensors").write_bytes(b"\x05\x00\x00\x00\x00\x00\x00\x00{nope")
     with pytest.raises(CorruptFile, match="not a safetensors file"):
         sae.Activations(tmp_path / "bad.safetensors")
+    save_tensors({"acts": _rows()}, tmp_path / "whole.safetensors")
+    whole = (tmp_path / "whole.safetensors").read_bytes()
+    (tmp_path / "truncated.safetensors").write_bytes(whole[:-8])
+    with pytest.raises(CorruptFile, match="not a safetensors file"):
+        sae.Activations(tmp_path / "truncated.safetensors")
     save_tensors({"ids": torch.arange(6).view(3, 2)}, tmp_path / "ids.safetensors")
     with pytest.raises(TypeError, match="must hold floats"):
         sae.Activations(tmp_path / "ids.safetensors")
