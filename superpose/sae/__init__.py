@@ -9,11 +9,21 @@
     sae.train(model, source, steps=2000, progress=False)
     sae.evaluate(model, source)       # one row per instance: mmcs, mcc, l0, ...
 
+Your own activations (a tensor or a memory-mapped ``.npy`` / ``.safetensors`` file) are a
+source too, with true directions only if you know them, and SAELens files go both ways::
+
+    source = sae.Activations("acts.npy", seed=0)      # (n_samples, d_model)
+    sae.train(model, source, steps=2000, progress=False)
+    sae.evaluate(model, source)       # l0, explained_variance, ...; mcc NaN without directions
+    sae.to_saelens(model, "saelens/k2", instance=1)   # cfg.json + sae_weights.safetensors
+    same = sae.from_saelens("saelens/k2")             # or a loaded sae_lens SAE
+
 Modules: :mod:`~superpose.sae.sources` (activation sources), :mod:`~superpose.sae.base`
 (the shared SAE module and registry), one module per kind (:mod:`~superpose.sae.relu`,
 :mod:`~superpose.sae.topk`, :mod:`~superpose.sae.jumprelu`,
 :mod:`~superpose.sae.matryoshka`), :mod:`~superpose.sae.train` (its fast path for the TopK
-kinds in :mod:`~superpose.sae.fast`) and :mod:`~superpose.sae.metrics`.
+kinds in :mod:`~superpose.sae.fast`), :mod:`~superpose.sae.metrics` and
+:mod:`~superpose.sae.saelens` (SAELens files).
 """
 
 from superpose.sae.base import KINDS, SAE, SparseAutoencoder
@@ -21,7 +31,8 @@ from superpose.sae.jumprelu import JumpReLUSAE
 from superpose.sae.matryoshka import MatryoshkaSAE
 from superpose.sae.metrics import evaluate, feature_recovery
 from superpose.sae.relu import ReLUSAE
-from superpose.sae.sources import ActivationSource, ModelActivations, Superposed
+from superpose.sae.saelens import from_saelens, to_saelens
+from superpose.sae.sources import Activations, ActivationSource, ModelActivations, Superposed
 from superpose.sae.topk import BatchTopKSAE, TopKSAE
 from superpose.sae.train import SAETrainConfig, SAETrainResult, train
 
@@ -29,6 +40,7 @@ __all__ = [
     "KINDS",
     "SAE",
     "ActivationSource",
+    "Activations",
     "BatchTopKSAE",
     "JumpReLUSAE",
     "MatryoshkaSAE",
@@ -41,5 +53,7 @@ __all__ = [
     "TopKSAE",
     "evaluate",
     "feature_recovery",
+    "from_saelens",
+    "to_saelens",
     "train",
 ]

@@ -22,7 +22,13 @@ from scipy.optimize import linear_sum_assignment
 
 from superpose._checks import make_generator, positive_int
 from superpose.sae.base import SparseAutoencoder
-from superpose.sae.sources import ActivationSource, check_source, sample_for
+from superpose.sae.sources import (
+    ActivationSource,
+    Source,
+    activations_for,
+    check_source,
+    sample_for,
+)
 
 
 def _decoder(sae_or_W_dec: SparseAutoencoder | torch.Tensor) -> torch.Tensor:
@@ -116,10 +122,18 @@ def _recovery(
     return table, latents, features
 
 
+def _no_recovery(n_instances: int) -> pd.DataFrame:
+    """:func:`feature_recovery`'s columns, NaN, for a source without true directions."""
+    nan = np.full(n_instances, np.nan, dtype=np.float32)
+    return pd.DataFrame(
+        {"instance": np.arange(n_instances), "mmcs": nan, "mcc": nan, "recovered": nan}
+    )
+
+
 @torch.no_grad()
 def evaluate(
     sae: SparseAutoencoder,
-    source: ActivationSource,
+    source: Source,
     n_samples: int = 16384,
     *,
     seed: int | torch.Generator = 1,
@@ -140,7 +154,8 @@ def evaluate(
     Args:
         sae: the SAEs to score (their mode is restored afterwards).
         source: its ``d_model`` must equal ``sae.d_in`` (shared or one instance per SAE
-            instance, as in training).
+            instance, as in training): a feature source or
+            :class:`~superpose.sae.Activations`.
         n_samples: samples per instance.
         seed: int or ``torch.Generator`` for the samples.
         batch_size: samples per chunk (bounds memory).
@@ -149,9 +164,14 @@ def evaluate(
     n_samples = positive_int("n_samples", n_samples)
     batch_size = positive_int("batch_size", batch_size)
     device = sae.W_dec.device
-    generator = make_generator(seed, source.features.device)
-    recovery, latents, features = _recovery(abs_cosines(sae, source.directions))
-    latents, features = latents.to(device), features.to(device)
+    generator = make_generator(seed, source.device)
+    has_features = isinstance(source, ActivationSource)  # feature values behind each sample
+    if source.directions is None:
+        recovery = _no_recovery(sae.n_instances)
+        latents = features = torch.zeros(sae.n_instances, 0, dtype=torch.long, device=device)
+    else:
+        recovery, latents, features = _recovery(abs_cosines(sae, source.directions))
+        latents, features = latents.to(device), features.to(device)
 
     sums = {
         name: torch.zeros(sae.n_instances, dtype=torch.float64, device=device)
@@ -165,8 +185,11 @@ def evaluate(
     try:
         for start in range(0, n_samples, batch_size):
             rows = min(batch_size, n_samples - start)
-            x, f = sample_for(source, sae.n_instances, rows, generator)
-            x, f = x.to(device), f.to(device)
+            if has_features:
+                x, f = sample_for(source, sae.n_instances, rows, generator)
+                x, f = x.to(device), f.to(device)
+            else:
+                x = activations_for(source, sae.n_instances, rows, generator).to(device)
             z = sae.encode(x)
             reconstruction = sae.decode(z)
             fired = z > 0
@@ -176,6 +199,8 @@ def evaluate(
             sums["active_latents"] += fired.sum((1, 2)).double()
             sum_x += x.sum(1).double()
             ever_fired |= fired.any(1)
+            if not has_features:
+                continue
             latent_fires = torch.gather(fired, 2, latents[:, None, :].expand(-1, rows, -1))
             feature_active = torch.gather(f != 0, 2, features[:, None, :].expand(-1, rows, -1))
             both += (latent_fires & feature_active).sum(1)
@@ -190,6 +215,8 @@ def evaluate(
     f1 = torch.where(
         precision + recall > 0, 2 * precision * recall / (precision + recall).clamp_min(1e-12), 0
     )
+    if not has_features:  # no feature values: the pair scores are unknown
+        precision = recall = f1 = torch.full((sae.n_instances, 1), torch.nan, device=device)
     scores = {
         "l0": sums["active_latents"] / n_samples,
         "dead_fraction": (~ever_fired).double().mean(-1),

@@ -35,7 +35,7 @@ import torch
 from superpose._checks import make_generator, optional_seed, resolve_device
 from superpose.sae import fast
 from superpose.sae.base import SparseAutoencoder
-from superpose.sae.sources import ActivationSource, activations_for, check_source
+from superpose.sae.sources import Source, activations_for, check_source
 from superpose.training import loop
 from superpose.training.config import (
     LoopConfig,
@@ -176,7 +176,7 @@ def resample_dead(
 
 def train(
     sae: SparseAutoencoder,
-    source: ActivationSource,
+    source: Source,
     *,
     steps: int = SAETrainConfig.steps,
     batch_size: int = SAETrainConfig.batch_size,
