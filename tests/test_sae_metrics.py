@@ -71,6 +71,40 @@ def test_feature_recovery_bad_input():
         feature_recovery([[1.0]], torch.zeros(1, 1))
 
 
+@pytest.mark.parametrize("threshold", [2, 1.0, 0.0, -0.5])
+def test_feature_recovery_threshold_is_a_cosine_below_one(threshold):
+    """threshold=2 used to report 0 recovered features instead of an error."""
+    with pytest.raises(ValueError, match=r"threshold is the \|cos\| above which .* \(0, 1\)"):
+        feature_recovery(torch.eye(3), torch.eye(3), threshold=threshold)
+    with pytest.raises(TypeError, match="threshold must be a number"):
+        feature_recovery(torch.eye(3), torch.eye(3), threshold=True)
+    assert feature_recovery(torch.eye(3), torch.eye(3), threshold=0.99)["recovered"].item() == 1
+
+
+def test_non_finite_dictionaries_are_named():
+    """A NaN decoder used to reach scipy's "matrix contains invalid numeric entries"."""
+    W_dec = torch.randn(3, 8, 4, generator=torch.Generator().manual_seed(0))
+    W_dec[1, 2, 0] = float("nan")
+    W_dec[2, 0, 3] = float("inf")
+    message = r"^sae_or_W_dec has non-finite entries \(NaN or inf\) in instance\(s\) \[1, 2\]"
+    with pytest.raises(ValueError, match=message):
+        feature_recovery(W_dec, torch.eye(4))
+    directions = torch.eye(4)
+    directions[0, 0] = float("nan")
+    with pytest.raises(ValueError, match=r"^directions has non-finite entries"):
+        feature_recovery(W_dec[0], directions)
+    with pytest.raises(ValueError, match=r"^cosines has non-finite entries"):
+        matching(torch.full((1, 2, 2), float("nan")))
+    model = SAE("relu", 2, 4, 8, seed=0)
+    with torch.no_grad():
+        model.W_dec[1, 0, 0] = float("nan")
+    source = Superposed(superpose.SparseFeatures(6, 0.2, seed=0), d_model=4, seed=0)
+    with pytest.raises(
+        ValueError, match=r"^sae.W_dec has non-finite entries .* instance\(s\) \[1\]"
+    ):
+        evaluate(model, source)
+
+
 def _perfect_relu_sae(directions, scale=1.0):
     """A ReLU SAE that encodes orthonormal ``directions`` (x̂ = scale · x up to 1e-6); its
     encoder bias −1e-6 keeps float rounding of inactive features from firing."""

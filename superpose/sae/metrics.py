@@ -20,7 +20,7 @@ import pandas as pd
 import torch
 from scipy.optimize import linear_sum_assignment
 
-from superpose._checks import make_generator, positive_int
+from superpose._checks import finite_real, make_generator, positive_int
 from superpose.sae.base import SparseAutoencoder
 from superpose.sae.sources import ActivationSource, check_source, sample_for
 
@@ -43,12 +43,24 @@ def _decoder(sae_or_W_dec: SparseAutoencoder | torch.Tensor) -> torch.Tensor:
     return sae_or_W_dec.detach()
 
 
+def _check_finite(name: str, tensor: torch.Tensor) -> None:
+    """Raise a ValueError naming ``name`` if ``tensor`` (instance-first when 3-D) holds NaN or
+    inf (a diverged SAE): no score of such a dictionary means anything."""
+    finite = torch.isfinite(tensor)
+    if finite.all():
+        return
+    where = ""
+    if tensor.ndim == 3:
+        where = f" in instance(s) {(~finite).flatten(1).any(1).nonzero().flatten().tolist()}"
+    raise ValueError(f"{name} has non-finite entries (NaN or inf){where}; it cannot be scored")
+
+
 def abs_cosines(
     sae_or_W_dec: SparseAutoencoder | torch.Tensor, directions: torch.Tensor
 ) -> torch.Tensor:
     """``|cos|`` between every decoder row and every true direction, ``(instance, d_sae,
     n_features)``, for ``W_dec: (instance, d_sae, d_in)`` (or ``(d_sae, d_in)``) and
-    ``directions: (n_features, d_in)``."""
+    ``directions: (n_features, d_in)``; a ValueError if either has NaN or inf entries."""
     W_dec = _decoder(sae_or_W_dec).float()
     if not isinstance(directions, torch.Tensor):
         raise TypeError(f"directions must be a tensor, got {type(directions).__name__}")
@@ -57,6 +69,8 @@ def abs_cosines(
             f"directions must be shaped (n_features, d_in={W_dec.shape[2]}), got "
             f"{tuple(directions.shape)}"
         )
+    _check_finite("sae_or_W_dec", W_dec)
+    _check_finite("directions", directions)
     latents = W_dec / W_dec.norm(dim=-1, keepdim=True).clamp_min(1e-12)
     features = directions.detach().float().to(W_dec.device)
     features = features / features.norm(dim=-1, keepdim=True).clamp_min(1e-12)
@@ -74,6 +88,9 @@ def matching(cosines: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         ``cosines``' device: pair
         ``p`` of instance ``i`` matches latent ``latents[i, p]`` with ``features[i, p]``.
     """
+    if not isinstance(cosines, torch.Tensor) or cosines.ndim != 3:
+        raise ValueError("cosines must be a tensor shaped (instance, d_sae, n_features)")
+    _check_finite("cosines", cosines)
     pairs = [linear_sum_assignment(c.cpu().double().numpy(), maximize=True) for c in cosines]
     latents = torch.as_tensor(np.stack([rows for rows, _ in pairs]), device=cosines.device)
     features = torch.as_tensor(np.stack([columns for _, columns in pairs]), device=cosines.device)
@@ -92,9 +109,26 @@ def feature_recovery(
         sae_or_W_dec: an SAE, or decoder weights ``(instance, d_sae, d_in)`` / ``(d_sae,
             d_in)``.
         directions: ``(n_features, d_in)`` the true feature directions.
-        threshold: ``|cos|`` above which a feature counts as recovered.
+        threshold: ``|cos|`` above which a feature counts as recovered, in ``(0, 1)``.
+
+    Raises:
+        ValueError: bad shapes, a threshold outside ``(0, 1)``, or NaN/inf in the decoder
+            or the directions.
     """
+    threshold = _check_threshold(threshold)
     return _recovery(abs_cosines(sae_or_W_dec, directions), threshold)[0]
+
+
+def _check_threshold(threshold: float) -> float:
+    """``threshold`` as a float in ``(0, 1)``: a feature counts as recovered when its best
+    ``|cos|`` (at most 1) is strictly above it, so 1 or more would never count one."""
+    threshold = finite_real("threshold", threshold)
+    if not 0 < threshold < 1:
+        raise ValueError(
+            f"threshold is the |cos| above which a feature counts as recovered and must lie "
+            f"in (0, 1), got {threshold:g}"
+        )
+    return threshold
 
 
 def _recovery(
@@ -150,6 +184,7 @@ def evaluate(
     batch_size = positive_int("batch_size", batch_size)
     device = sae.W_dec.device
     generator = make_generator(seed, source.features.device)
+    _check_finite("sae.W_dec", sae.W_dec.detach())
     recovery, latents, features = _recovery(abs_cosines(sae, source.directions))
     latents, features = latents.to(device), features.to(device)
 
