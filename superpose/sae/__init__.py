@@ -14,16 +14,20 @@ Modules: :mod:`~superpose.sae.sources` (activation sources), :mod:`~superpose.sa
 :mod:`~superpose.sae.topk`, :mod:`~superpose.sae.jumprelu`,
 :mod:`~superpose.sae.matryoshka`), :mod:`~superpose.sae.train` (its fast path for the TopK
 kinds in :mod:`~superpose.sae.fast`) and :mod:`~superpose.sae.metrics`.
+
+Functions: :func:`train` (and :func:`resample_dead`, its dead-latent resampling),
+:func:`evaluate`, :func:`feature_recovery`, :func:`abs_cosines` (the ``|cos|`` matrix they
+score) and :func:`matching` (their one-to-one latent–feature matching).
 """
 
 from superpose.sae.base import KINDS, SAE, SparseAutoencoder
 from superpose.sae.jumprelu import JumpReLUSAE
 from superpose.sae.matryoshka import MatryoshkaSAE
-from superpose.sae.metrics import evaluate, feature_recovery
+from superpose.sae.metrics import abs_cosines, evaluate, feature_recovery, matching
 from superpose.sae.relu import ReLUSAE
 from superpose.sae.sources import ActivationSource, ModelActivations, Superposed
 from superpose.sae.topk import BatchTopKSAE, TopKSAE
-from superpose.sae.train import SAETrainResult, train
+from superpose.sae.train import SAETrainResult, resample_dead, train
 
 __all__ = [
     "KINDS",
@@ -38,7 +42,10 @@ __all__ = [
     "SparseAutoencoder",
     "Superposed",
     "TopKSAE",
+    "abs_cosines",
     "evaluate",
     "feature_recovery",
+    "matching",
+    "resample_dead",
     "train",
 ]
