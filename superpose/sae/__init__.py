@@ -8,6 +8,7 @@
     model = sae.SAE("topk", n_instances=4, d_in=8, d_sae=32, k=[1, 2, 3, 4], seed=0)
     sae.train(model, source, steps=2000, progress=False)
     sae.evaluate(model, source)       # one row per instance: mmcs, mcc, l0, ...
+    sae.random_baseline(32, 8, 32)    # chance MMCS / MCC of random 32-latent dictionaries
 
 Modules: :mod:`~superpose.sae.sources` (activation sources), :mod:`~superpose.sae.base`
 (the shared SAE module and registry), one module per kind (:mod:`~superpose.sae.relu`,
@@ -17,13 +18,20 @@ kinds in :mod:`~superpose.sae.fast`) and :mod:`~superpose.sae.metrics`.
 
 Functions: :func:`train` (and :func:`resample_dead`, its dead-latent resampling),
 :func:`evaluate`, :func:`feature_recovery`, :func:`abs_cosines` (the ``|cos|`` matrix they
-score) and :func:`matching` (their one-to-one latent–feature matching).
+score), :func:`matching` (their one-to-one latent–feature matching) and
+:func:`random_baseline` (the chance level of the scores: what random dictionaries get).
 """
 
 from superpose.sae.base import KINDS, SAE, SparseAutoencoder
 from superpose.sae.jumprelu import JumpReLUSAE
 from superpose.sae.matryoshka import MatryoshkaSAE
-from superpose.sae.metrics import abs_cosines, evaluate, feature_recovery, matching
+from superpose.sae.metrics import (
+    abs_cosines,
+    evaluate,
+    feature_recovery,
+    matching,
+    random_baseline,
+)
 from superpose.sae.relu import ReLUSAE
 from superpose.sae.sources import ActivationSource, ModelActivations, Superposed
 from superpose.sae.topk import BatchTopKSAE, TopKSAE
@@ -46,6 +54,7 @@ __all__ = [
     "evaluate",
     "feature_recovery",
     "matching",
+    "random_baseline",
     "resample_dead",
     "train",
 ]
