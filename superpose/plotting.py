@@ -79,6 +79,7 @@ def intro_figure(
     weights: dict[str, np.ndarray],
     biases: dict[str, np.ndarray],
     feature_probability: Sequence[float],
+    n_seeds: int = 1,
 ) -> Figure:
     """The TMS intro figure: per model kind, ``WᵀW`` (+ bias) and the 2-D feature directions
     across feature probabilities.
@@ -87,6 +88,7 @@ def intro_figure(
         weights: kind name → ``W: (instance, 2, n_features)``, one instance per probability.
         biases: kind name → ``b: (instance, n_features)``.
         feature_probability: ``(instance,)`` the probability each instance was trained at.
+        n_seeds: seeds each shown instance was the best of (named in the title when > 1).
     """
     kinds = list(weights)
     n_cols = len(feature_probability)
@@ -101,7 +103,10 @@ def intro_figure(
             axes[2 * row, col].set_title(f"1−S = {probability:g}", fontsize=9)
         axes[2 * row, 0].set_ylabel(f"{kind}\nWᵀW | b")
         axes[2 * row + 1, 0].set_ylabel(f"{kind}\nW columns")
-    fig.suptitle("Superposition appears as features get sparser (n=5 features, m=2 dims)")
+    protocol = f", best of {n_seeds} seeds each" if n_seeds > 1 else ""
+    fig.suptitle(
+        f"Superposition appears as features get sparser (n=5 features, m=2 dims{protocol})"
+    )
     fig.tight_layout()
     return fig
 
