@@ -9,7 +9,8 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from superpose.plotting import save_figure
+from superpose import sae
+from superpose.plotting import chance_label, plot_chance, save_figure
 from superpose.registry import figure_script
 
 LABELS = {
@@ -33,6 +34,8 @@ METRICS = (
     ("l0", "L0"),
     ("dead_latents", "dead latents (never fire on the held-out samples)"),
 )
+CHANCE_DRAWS = 4
+"""Random dictionaries behind the MCC chance line (spread ≈ 0.001 at 512 × 2,048)."""
 
 
 def main(results: Path, out: Path) -> list[Path]:
@@ -44,6 +47,11 @@ def main(results: Path, out: Path) -> list[Path]:
     metrics = pd.read_csv(folder / "metrics.csv")
     metrics["dead_latents"] = (metrics["dead_fraction"] * config["width"]).round()
     chosen = metrics[metrics["chosen"]].set_index("kind")
+    # MCC of random unit dictionaries of the same width against random directions (the
+    # world's are orthonormal in blocks of d_model: the same chance level within the spread)
+    chance = sae.random_baseline(
+        config["n_features"], config["d_model"], config["width"], n_draws=CHANCE_DRAWS
+    )
     kinds = [kind for kind in LABELS if kind in chosen.index]
     fig, grid = plt.subplots(2, 3, figsize=(13, 8))
     axes = grid.ravel()
@@ -66,6 +74,14 @@ def main(results: Path, out: Path) -> list[Path]:
                 label="published, full size",
             )
             ax.legend(fontsize=7, loc="upper left")
+        if column == "mcc":
+            plot_chance(
+                ax,
+                chance.loc["mcc", "mean"],
+                chance.loc["mcc", "std"],
+                label=f"random dictionary: {chance_label(chance, 'mcc')}",
+            )
+            ax.legend(fontsize=7, loc="upper left")
         if column == "l0":
             ax.axhline(config["target_l0"], color="k", ls="--", lw=0.8, label="target L0")
             ax.legend(fontsize=7, loc="upper right")
@@ -83,6 +99,7 @@ def main(results: Path, out: Path) -> list[Path]:
         trade.scatter(
             chosen.loc[kind, "l0"], chosen.loc[kind, "mcc"], s=80, facecolor="none", edgecolor="k"
         )
+    plot_chance(trade, chance.loc["mcc", "mean"], chance.loc["mcc", "std"])
     trade.legend(fontsize=7, loc="lower left")
     trade.axvline(config["target_l0"], color="k", ls="--", lw=0.8)
     trade.set_xscale("log")

@@ -9,13 +9,16 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
+from superpose import sae
 from superpose.io import load_tensors
-from superpose.plotting import plot_heatmap, save_figure
+from superpose.plotting import CHANCE_COLOR, plot_chance, plot_heatmap, save_figure
 from superpose.registry import figure_script
 
 TITLES = {"independent": "independent firing", "correlated": "correlated firing"}
 SMOOTHING = 16
 """Features per moving-average window in the per-feature panels."""
+CHANCE_DRAWS = 4
+"""Random dictionaries per size behind the chance levels (their spread is below 0.003)."""
 
 
 def grid(table: pd.DataFrame, column: str) -> np.ndarray:
@@ -32,7 +35,18 @@ def main(results: Path, out: Path) -> list[Path]:
     l1 = sorted(metrics["l1_coefficient"].unique())
     ratios = sorted(metrics["dictionary_ratio"].unique())
     x_labels = [f"{value:g}" for value in l1]
-    y_labels = [f"{ratio:g}× ({round(ratio * config['n_features'])})" for ratio in ratios]
+    sizes = [round(ratio * config["n_features"]) for ratio in ratios]
+    # MMCS of random unit dictionaries of each size (random directions, as the world's are)
+    chance = [
+        sae.random_baseline(
+            config["n_features"], config["d_model"], d_sae, n_draws=CHANCE_DRAWS
+        ).loc["mmcs", "mean"]
+        for d_sae in sizes
+    ]
+    y_labels = [
+        f"{ratio:g}× ({d_sae})\nchance {level:.2f}"
+        for ratio, d_sae, level in zip(ratios, sizes, chance, strict=True)
+    ]
     fig, axes = plt.subplots(
         2, 3, figsize=(16, 8.6), width_ratios=[1, 1, 1.05], constrained_layout=True
     )
@@ -55,14 +69,16 @@ def main(results: Path, out: Path) -> list[Path]:
             ax.set_xlabel("L1 coefficient λ")
             ax.set_ylabel("dictionary size / true features (latents)")
         line_ax = axes[col, 2]
-        for ratio, row in zip(ratios, best, strict=True):
+        for ratio, row, level in zip(ratios, best, chance, strict=True):
             cosine = best_cosine[f"{variant}/{ratio:g}"][int(np.argmax(row))].numpy()
             smooth = np.convolve(cosine, np.ones(SMOOTHING) / SMOOTHING, mode="valid")
-            line_ax.plot(
+            (line,) = line_ax.plot(
                 np.arange(len(smooth)) + SMOOTHING / 2,
                 smooth,
                 label=f"{ratio:g}×, λ = {l1[int(np.argmax(row))]:g}",
             )
+            plot_chance(line_ax, level, label=None, color=line.get_color())
+        line_ax.plot([], [], color=CHANCE_COLOR, ls="--", lw=1, label="random dictionary (chance)")
         line_ax.set_ylim(0, 1.02)
         line_ax.set_xlabel("true feature i (firing probability ∝ 0.99^i: rarer →)")
         line_ax.set_ylabel(f"best |cos| with a latent ({SMOOTHING}-feature mean)")

@@ -8,16 +8,20 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+import torch
 from matplotlib.axes import Axes
 
+from superpose import sae
 from superpose.io import load_metadata, load_tensors
-from superpose.plotting import save_figure
+from superpose.plotting import chance_label, plot_chance, save_figure
 from superpose.registry import figure_script
 
 SHOWN = 4
 """SAE instances drawn per arm."""
 
 ARM_COLORS = ("tab:blue", "tab:red", "tab:green")
+CHANCE_DRAWS = 256
+"""Random dictionaries behind the chance line (a 5 × 2 matching each: cheap)."""
 
 
 def draw_directions(ax: Axes, features: np.ndarray, W_dec: np.ndarray, fires: np.ndarray) -> None:
@@ -92,6 +96,21 @@ def main(results: Path, out: Path) -> list[Path]:
             edgecolor="k",
             zorder=3,
         )
+    # 5 random lines in 2 dims are all close to some feature: MMCS ≈ 0.95 by chance alone
+    chance = sae.random_baseline(
+        config["n_features"],
+        config["n_hidden"],
+        config["d_sae"],
+        directions=torch.as_tensor(features.T),
+        n_draws=CHANCE_DRAWS,
+    )
+    plot_chance(
+        summary,
+        chance.loc["mmcs", "mean"],
+        chance.loc["mmcs", "std"],
+        label=f"random {config['d_sae']}-latent dictionary: {chance_label(chance, 'mmcs')}",
+    )
+    summary.legend(fontsize=7, loc="lower right")
     over_time.set_xlabel("training step", fontsize=8)
     over_time.set_ylabel("dead latents (fraction)", fontsize=8)
     over_time.legend(fontsize=7)

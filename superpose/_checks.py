@@ -37,19 +37,44 @@ def optional_seed(seed: object) -> int | None:
     return seed
 
 
+def _holds_bool(value: object) -> bool:
+    """Whether ``value`` is a bool or a (nested) list/tuple holding one (numpy turns ``[True,
+    0.5]`` into floats silently)."""
+    if isinstance(value, bool | np.bool_):
+        return True
+    return isinstance(value, list | tuple) and any(_holds_bool(item) for item in value)
+
+
+def numeric_array(name: str, value: ArrayLike) -> np.ndarray:
+    """Convert a number, (nested) sequence of numbers or numpy array to a float64 numpy array
+    of any shape, or raise a TypeError naming ``name``: strings, bools, complex numbers,
+    ``None`` and ragged nesting are refused, never converted (``"0.1"`` is not 0.1 and
+    ``True`` is not 1 here)."""
+    message = (
+        f"{name} must be a real number or an array of real numbers (not strings or bools), "
+        f"got {type(value).__name__} {value!r}"
+    )
+    try:
+        array = np.asarray(value)
+    except (TypeError, ValueError) as error:
+        raise TypeError(message) from error
+    if array.dtype.kind not in "iuf" or _holds_bool(value):
+        raise TypeError(message)
+    return array.astype(np.float64)
+
+
 def as_float_tensor(
     name: str, value: ArrayLike, dtype: torch.dtype = torch.float32
 ) -> torch.Tensor:
-    """Convert a number, sequence, numpy array or tensor to a ``dtype`` CPU tensor."""
+    """Convert a number, sequence, numpy array or tensor of real numbers to a ``dtype`` CPU
+    tensor of the same shape; strings and bools (also bool tensors) are a TypeError
+    (:func:`numeric_array`), non-finite values a ValueError."""
     if isinstance(value, torch.Tensor):
+        if value.dtype == torch.bool or value.is_complex():
+            raise TypeError(f"{name} must be a tensor of real numbers, got a {value.dtype} tensor")
         tensor = value.detach().to("cpu", dtype)
     else:
-        try:
-            tensor = torch.as_tensor(np.asarray(value, dtype=np.float64), dtype=dtype)
-        except (TypeError, ValueError) as error:
-            raise TypeError(
-                f"{name} must be a number or an array of numbers, got {value!r}"
-            ) from error
+        tensor = torch.as_tensor(numeric_array(name, value), dtype=dtype)
     if not torch.isfinite(tensor).all():
         raise ValueError(f"{name} must be finite, got {value!r}")
     return tensor

@@ -54,6 +54,20 @@ class CorruptFile(ValueError):
         self.path = Path(path)
 
 
+class NotAModelFolder(ValueError):
+    """A path given to :func:`load` is not a model folder at all: a file, or a folder with
+    neither ``config.json`` nor ``weights.safetensors`` (unlike :class:`CorruptFile`, nothing
+    was damaged: the path is probably wrong).
+
+    Attributes:
+        path: the path given.
+    """
+
+    def __init__(self, path: str | Path, message: str) -> None:
+        super().__init__(message)
+        self.path = Path(path)
+
+
 def write_bytes(data: bytes, path: str | Path) -> Path:
     """Write ``data`` to ``path`` atomically (folders are created); returns ``path``."""
     path = Path(path)
@@ -260,16 +274,27 @@ def load(path: str | Path) -> Saveable:
 
     Raises:
         FileNotFoundError: nothing at ``path``.
-        CorruptFile: not a superpose model folder, a truncated, altered or corrupt weights
-            file, or weights that do not fit the config.
+        NotAModelFolder: ``path`` is a file, or a folder with neither ``config.json`` nor
+            ``weights.safetensors``.
+        CorruptFile: one of the two files missing, not JSON or not safetensors, a truncated
+            or altered weights file, or weights that do not fit the config.
         ValueError: the class is not registered.
     """
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"no saved model at {path}")
     config_path, weights_path = path / CONFIG_FILE, path / WEIGHTS_FILE
+    expected = f"a folder holding the {CONFIG_FILE} and {WEIGHTS_FILE} that model.save writes"
+    if not path.is_dir():
+        raise NotAModelFolder(path, f"{path} is a file, not a superpose model folder ({expected})")
+    if not config_path.is_file() and not weights_path.is_file():
+        raise NotAModelFolder(
+            path,
+            f"{path} is not a superpose model folder: it has neither {CONFIG_FILE} nor "
+            f"{WEIGHTS_FILE} ({expected})",
+        )
     if not config_path.is_file():
-        raise CorruptFile(path, f"{path} is not a superpose model folder (no {CONFIG_FILE})")
+        raise CorruptFile(config_path, f"{config_path} is missing (the folder has {WEIGHTS_FILE})")
     try:
         record = json.loads(config_path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as error:

@@ -197,6 +197,7 @@ class ToyModel(Saveable):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Reconstruct ``x: (instance, batch, n_features)``; returns the same shape."""
+        self.check_input(x)
         spec = self.kind_spec
         W_in = self.W.transpose(1, 2)  # (instance, n_features, n_hidden)
         if spec.hidden_bias:
@@ -207,6 +208,19 @@ class ToyModel(Saveable):
             hidden = torch.relu(hidden)  # (instance, batch, n_hidden)
         out = torch.baddbmm(self.b[:, None, :], hidden, getattr(self, spec.readout))
         return torch.relu(out) if spec.output_relu else out
+
+    def check_input(self, x: torch.Tensor) -> None:
+        """Raise a TypeError/ValueError unless ``x`` is a tensor shaped ``(instance=n_instances,
+        batch, n_features)``."""
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
+        if x.ndim != 3 or x.shape[0] != self.n_instances or x.shape[2] != self.n_features:
+            shared = "x[None]" if self.n_instances == 1 else f"x.expand({self.n_instances}, -1, -1)"
+            hint = f"; for one batch shared by every instance use {shared}" if x.ndim == 2 else ""
+            raise ValueError(
+                f"x must be shaped (instance, batch, n_features) = ({self.n_instances}, batch, "
+                f"{self.n_features}), got {tuple(x.shape)}{hint}"
+            )
 
     def target(self, x: torch.Tensor) -> torch.Tensor:
         """What the model should output for ``x``: ``|x|`` for ``"abs"``, else ``x``."""

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
+import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.collections import LineCollection
 from matplotlib.figure import Figure
@@ -78,6 +79,7 @@ def intro_figure(
     weights: dict[str, np.ndarray],
     biases: dict[str, np.ndarray],
     feature_probability: Sequence[float],
+    n_seeds: int = 1,
 ) -> Figure:
     """The TMS intro figure: per model kind, ``WᵀW`` (+ bias) and the 2-D feature directions
     across feature probabilities.
@@ -86,6 +88,7 @@ def intro_figure(
         weights: kind name → ``W: (instance, 2, n_features)``, one instance per probability.
         biases: kind name → ``b: (instance, n_features)``.
         feature_probability: ``(instance,)`` the probability each instance was trained at.
+        n_seeds: seeds each shown instance was the best of (named in the title when > 1).
     """
     kinds = list(weights)
     n_cols = len(feature_probability)
@@ -100,7 +103,10 @@ def intro_figure(
             axes[2 * row, col].set_title(f"1−S = {probability:g}", fontsize=9)
         axes[2 * row, 0].set_ylabel(f"{kind}\nWᵀW | b")
         axes[2 * row + 1, 0].set_ylabel(f"{kind}\nW columns")
-    fig.suptitle("Superposition appears as features get sparser (n=5 features, m=2 dims)")
+    protocol = f", best of {n_seeds} seeds each" if n_seeds > 1 else ""
+    fig.suptitle(
+        f"Superposition appears as features get sparser (n=5 features, m=2 dims{protocol})"
+    )
     fig.tight_layout()
     return fig
 
@@ -409,6 +415,32 @@ def plot_heatmap(
     ax.set_xticks(np.arange(values.shape[1]), x_labels)
     ax.set_yticks(np.arange(values.shape[0]), y_labels)
     return image
+
+
+CHANCE_COLOR = "0.35"
+"""Colour of a chance-level line (:func:`plot_chance`)."""
+
+
+def plot_chance(
+    ax: Axes,
+    level: float,
+    spread: float = 0.0,
+    *,
+    label: str | None = "chance (random dictionary)",
+    color: str = CHANCE_COLOR,
+) -> None:
+    """Mark a score's chance level on ``ax``: a dashed horizontal line at ``level`` (e.g.
+    the ``mean`` of :func:`superpose.sae.random_baseline`) with ``level ± spread`` (its
+    ``std``) shaded. ``label`` names the line in a legend (None: no entry)."""
+    if spread > 0:
+        ax.axhspan(level - spread, level + spread, color=color, alpha=0.12, lw=0, zorder=0)
+    ax.axhline(level, color=color, ls="--", lw=1, label=label, zorder=1)
+
+
+def chance_label(baseline: pd.DataFrame, score: str) -> str:
+    """``"chance 0.51 ± 0.01"`` for ``score`` (``"mmcs"``, ``"mcc"``, ``"recovered"``) of a
+    :func:`superpose.sae.random_baseline` table."""
+    return f"chance {baseline.loc[score, 'mean']:.2f} ± {baseline.loc[score, 'std']:.2f}"
 
 
 def _square_axes(ax: Axes, limit: float) -> None:

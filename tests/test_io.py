@@ -10,7 +10,15 @@ import torch
 import superpose
 from superpose import io
 from superpose.circuits import AttnOnlyTransformer
-from superpose.io import CorruptFile, Saveable, load_metadata, load_tensors, save_tensors, saveable
+from superpose.io import (
+    CorruptFile,
+    NotAModelFolder,
+    Saveable,
+    load_metadata,
+    load_tensors,
+    save_tensors,
+    saveable,
+)
 from superpose.models import KINDS, ToyModel
 
 
@@ -117,8 +125,20 @@ def test_load_errors_name_the_problem(tmp_path):
     with pytest.raises(FileNotFoundError, match="no saved model at"):
         superpose.load(tmp_path / "nothing")
     (tmp_path / "empty").mkdir()
-    with pytest.raises(CorruptFile, match="empty is not a superpose model folder"):
+    with pytest.raises(
+        NotAModelFolder,
+        match=r"empty is not a superpose model folder: it has neither config.json nor "
+        r"weights.safetensors \(a folder holding the config.json and weights.safetensors",
+    ) as not_a_folder:
         superpose.load(tmp_path / "empty")
+    assert not_a_folder.value.path == tmp_path / "empty"
+    assert not isinstance(not_a_folder.value, CorruptFile)
+    with pytest.raises(NotAModelFolder, match=r"config.json is a file, not a superpose model"):
+        superpose.load(config)
+    config.unlink()
+    with pytest.raises(CorruptFile, match=r"config.json is missing \(the folder has weights"):
+        superpose.load(folder)
+    config.write_text(good_config)
 
     weights.write_bytes(good_weights[:-8])  # truncated
     with pytest.raises(CorruptFile, match=r"weights.safetensors is truncated or altered") as error:

@@ -118,3 +118,27 @@ def test_bad_input(kwargs, error, match):
     kwargs = {"n_instances": 2, "n_features": 5, "n_hidden": 2, **kwargs}
     with pytest.raises(error, match=match):
         ToyModel(**kwargs)
+
+
+@pytest.mark.parametrize(
+    ("x", "match"),
+    [
+        (
+            torch.rand(7, 5),
+            r"^x must be shaped \(instance, batch, n_features\) = \(2, batch, 5\), got \(7, 5\); "
+            r"for one batch shared by every instance use x.expand\(2, -1, -1\)$",
+        ),
+        (torch.rand(3, 7, 5), r"= \(2, batch, 5\), got \(3, 7, 5\)$"),  # wrong n_instances
+        (torch.rand(2, 7, 4), r"= \(2, batch, 5\), got \(2, 7, 4\)$"),  # wrong n_features
+        (torch.rand(2, 1, 7, 5), r"got \(2, 1, 7, 5\)$"),
+    ],
+)
+@pytest.mark.parametrize("kind", ["relu", "abs"])
+def test_forward_names_the_expected_shape(kind, x, match):
+    """torch used to say "batch1 must be a 3D tensor" (or a size mismatch) instead."""
+    model = ToyModel(kind, n_instances=2, n_features=5, n_hidden=2, seed=0)
+    with pytest.raises(ValueError, match=match):
+        model(x)
+    with pytest.raises(ValueError, match=match):
+        model.loss(x)
+    assert model(torch.rand(7, 5).expand(2, -1, -1)).shape == (2, 7, 5)

@@ -2,12 +2,13 @@
 
 import math
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
 
 import superpose
-from superpose.sae import SAE, Superposed, evaluate, feature_recovery
+from superpose.sae import SAE, Superposed, evaluate, feature_recovery, random_baseline
 from superpose.sae.metrics import abs_cosines, matching
 
 
@@ -71,6 +72,40 @@ def test_feature_recovery_bad_input():
         feature_recovery([[1.0]], torch.zeros(1, 1))
 
 
+@pytest.mark.parametrize("threshold", [2, 1.0, 0.0, -0.5])
+def test_feature_recovery_threshold_is_a_cosine_below_one(threshold):
+    """threshold=2 used to report 0 recovered features instead of an error."""
+    with pytest.raises(ValueError, match=r"threshold is the \|cos\| above which .* \(0, 1\)"):
+        feature_recovery(torch.eye(3), torch.eye(3), threshold=threshold)
+    with pytest.raises(TypeError, match="threshold must be a number"):
+        feature_recovery(torch.eye(3), torch.eye(3), threshold=True)
+    assert feature_recovery(torch.eye(3), torch.eye(3), threshold=0.99)["recovered"].item() == 1
+
+
+def test_non_finite_dictionaries_are_named():
+    """A NaN decoder used to reach scipy's "matrix contains invalid numeric entries"."""
+    W_dec = torch.randn(3, 8, 4, generator=torch.Generator().manual_seed(0))
+    W_dec[1, 2, 0] = float("nan")
+    W_dec[2, 0, 3] = float("inf")
+    message = r"^sae_or_W_dec has non-finite entries \(NaN or inf\) in instance\(s\) \[1, 2\]"
+    with pytest.raises(ValueError, match=message):
+        feature_recovery(W_dec, torch.eye(4))
+    directions = torch.eye(4)
+    directions[0, 0] = float("nan")
+    with pytest.raises(ValueError, match=r"^directions has non-finite entries"):
+        feature_recovery(W_dec[0], directions)
+    with pytest.raises(ValueError, match=r"^cosines has non-finite entries"):
+        matching(torch.full((1, 2, 2), float("nan")))
+    model = SAE("relu", 2, 4, 8, seed=0)
+    with torch.no_grad():
+        model.W_dec[1, 0, 0] = float("nan")
+    source = Superposed(superpose.SparseFeatures(6, 0.2, seed=0), d_model=4, seed=0)
+    with pytest.raises(
+        ValueError, match=r"^sae.W_dec has non-finite entries .* instance\(s\) \[1\]"
+    ):
+        evaluate(model, source)
+
+
 def _perfect_relu_sae(directions, scale=1.0):
     """A ReLU SAE that encodes orthonormal ``directions`` (x̂ = scale · x up to 1e-6); its
     encoder bias −1e-6 keeps float rounding of inactive features from firing."""
@@ -131,3 +166,91 @@ def test_evaluate_bad_source():
         evaluate(SAE("relu", 1, 4, 8), source)
     with pytest.raises(TypeError, match=r"source must be a superpose\.sae source"):
         evaluate(SAE("relu", 1, 4, 8), superpose.SparseFeatures(4, 0.25))
+
+
+def test_random_dictionaries_score_at_the_chance_level():
+    """16 untrained SAEs (random unit decoder rows) score what random_baseline predicts:
+    measured 0.509 ± 0.009 (instances) against 0.510 ± 0.008 (32 draws)."""
+    source = Superposed(superpose.SparseFeatures(32, 0.05, seed=0), d_model=32, seed=0)
+    scores = feature_recovery(SAE("relu", 16, 32, 256, seed=0), source.directions)
+    chance = random_baseline(32, 32, 256, directions=source.directions, n_draws=32)
+    for score in ("mmcs", "mcc"):
+        mean, std = chance.loc[score, "mean"], chance.loc[score, "std"]
+        assert 0.005 < std < 0.02  # measured 0.008, 0.009
+        assert scores[score].between(mean - 4 * std, mean + 4 * std).all()
+        # the two means differ by noise alone: 3 standard errors of their difference
+        assert abs(scores[score].mean() - mean) < 3 * std * math.sqrt(1 / 16 + 1 / 32)
+        assert (scores[f"{score}_chance"] == scores[f"{score}_chance"].iloc[0]).all()
+    assert chance.loc["recovered", "max"] == 0 and (scores["recovered"] == 0).all()
+
+
+def test_chance_is_clearly_below_one_and_grows_with_the_dictionary():
+    """32 random directions in 32 dims: MMCS by chance is 0.40, 0.44, 0.48, 0.51, 0.54 for
+    32 … 512 latents (16 draws each, spread ≈ 0.01), nowhere near a recovered dictionary's 1."""
+    means = {
+        d_sae: random_baseline(32, 32, d_sae, n_draws=16).loc["mmcs", "mean"]
+        for d_sae in (32, 64, 128, 256, 512)
+    }
+    assert means[256] == pytest.approx(0.51, abs=0.02)  # the issue's 256 × 32 example
+    assert means[32] == pytest.approx(0.40, abs=0.02)
+    assert means[512] == pytest.approx(0.54, abs=0.02)
+    steps = np.diff(list(means.values()))  # measured 0.031, 0.037, 0.034, 0.025
+    assert (steps > 0.015).all(), means
+    # in 2 dims a random pentagon-sized dictionary already scores MMCS ≈ 0.95
+    assert random_baseline(5, 2, 5, n_draws=64).loc["mmcs", "mean"] == pytest.approx(0.95, abs=0.03)
+
+
+def test_reported_chance_columns_are_the_baseline_means():
+    source = Superposed(superpose.SparseFeatures(12, 0.1, seed=0), d_model=6, seed=0)
+    model = SAE("relu", 2, 6, 16, seed=1)
+    chance = random_baseline(12, 6, 16, directions=source.directions, n_draws=4, seed=0)
+    for table in (
+        evaluate(model, source, n_samples=512),
+        feature_recovery(model, source.directions),
+    ):
+        assert list(table.columns[:7]) == [
+            "instance",
+            "mmcs",
+            "mcc",
+            "recovered",
+            "mmcs_chance",
+            "mcc_chance",
+            "recovered_chance",
+        ]
+        for score in ("mmcs", "mcc", "recovered"):
+            assert (table[f"{score}_chance"] == np.float32(chance.loc[score, "mean"])).all()
+    bare = feature_recovery(model, source.directions, chance_draws=0)
+    assert list(bare.columns) == ["instance", "mmcs", "mcc", "recovered"]
+    assert "mmcs_chance" not in evaluate(model, source, n_samples=64, chance_draws=0)
+
+
+def test_random_baseline_bad_input():
+    with pytest.raises(ValueError, match=r"directions must be shaped \(n_features=5, d_model=3\)"):
+        random_baseline(5, 3, 8, directions=torch.zeros(5, 4))
+    with pytest.raises(ValueError, match="n_draws must be at least 2"):
+        random_baseline(5, 3, 8, n_draws=1)
+    with pytest.raises(TypeError, match="d_sae must be a positive integer"):
+        random_baseline(5, 3, "8")
+    with pytest.raises(ValueError, match=r"chance_draws must be 0 .* or at least 2"):
+        feature_recovery(torch.eye(3), torch.eye(3), chance_draws=1)
+
+
+def test_plot_chance_marks_the_level_with_a_dashed_line_and_its_spread():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from superpose.plotting import chance_label, plot_chance
+
+    chance = random_baseline(32, 32, 256, n_draws=8)
+    assert chance_label(chance, "mmcs") == "chance 0.51 ± 0.01"
+    fig, ax = plt.subplots()
+    plot_chance(ax, chance.loc["mmcs", "mean"], chance.loc["mmcs", "std"])
+    (line,) = ax.get_lines()
+    assert line.get_linestyle() == "--" and line.get_label() == "chance (random dictionary)"
+    assert line.get_ydata()[0] == pytest.approx(chance.loc["mmcs", "mean"])
+    (band,) = ax.patches
+    low, high = band.get_path().transformed(band.get_patch_transform()).get_extents().intervaly
+    assert high - low == pytest.approx(2 * chance.loc["mmcs", "std"], rel=1e-5)
+    plt.close(fig)

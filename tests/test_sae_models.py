@@ -1,12 +1,15 @@
 """SAE kinds: shapes, config round trip, bad input and the loss equations on tiny cases."""
 
+import importlib
 import math
+import re
+from pathlib import Path
 
 import pytest
 import torch
 
 import superpose
-from superpose import SparseFeatures
+from superpose import SparseFeatures, sae
 from superpose.sae import KINDS, SAE, BatchTopKSAE, Superposed, train
 
 OPTIONS = {
@@ -203,3 +206,23 @@ def test_jumprelu_straight_through_gradients():
     # ∂z/∂θ := −(θ/ε) K: the same window count, times θ/ε; through log θ another θ
     torch.testing.assert_close(sae.log_threshold.grad[0], -in_window * theta / bandwidth * theta)
     assert math.isclose(sae.bandwidth, bandwidth)
+
+
+def test_names_the_docs_cite_are_exported():
+    """The sae docstrings cite resample_dead, matching and abs_cosines as sae.X, and the README
+    calls sae.X(...): each must be reachable as written, and be the module's own object."""
+    for module, name in [
+        ("train", "resample_dead"),
+        ("metrics", "matching"),
+        ("metrics", "abs_cosines"),
+        ("metrics", "feature_recovery"),
+        ("metrics", "evaluate"),
+    ]:
+        assert name in sae.__all__
+        assert getattr(sae, name) is getattr(
+            importlib.import_module(f"superpose.sae.{module}"), name
+        )
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    called = set(re.findall(r"\bsae\.([A-Za-z_]\w*)\(", readme))
+    assert {"SAE", "Superposed", "train", "evaluate"} <= called
+    assert all(name in sae.__all__ for name in called), called - set(sae.__all__)

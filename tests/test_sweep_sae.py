@@ -18,6 +18,8 @@ from superpose.sweep.streams import EVAL_STREAM, stream_seed
 EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
 SCORES = ["mmcs", "mcc", "recovered", "l0", "dead_fraction", "mse", "explained_variance"]
 SCORES += ["shrinkage", "precision", "recall", "f1", "final_mse", "final_sparsity", "final_aux"]
+CHANCE = ["mmcs_chance", "mcc_chance", "recovered_chance"]  # sae.evaluate's chance levels
+SCORES += CHANCE
 
 BASE = {
     "name": "s",
@@ -243,8 +245,9 @@ def test_store_columns_load_model_and_resume(tmp_path):
         seed=stream_seed(int(row.data_seed), EVAL_STREAM),
         batch_size=int(row.batch_size),
     )
-    for name in SCORES[:11]:
+    for name in [*SCORES[:11], *CHANCE]:
         assert rescored[name][0] == pytest.approx(row[name], rel=1e-5, abs=1e-6), name
+    assert row.mmcs_chance < row.mmcs  # a trained dictionary beats random ones
 
     more = make(axes={"sae_kind": ["relu", "batchtopk"], "l1_coefficient": [0.01], "k": [2, 4, 6]})
     resumed = sweep.run(more, out=tmp_path, progress=False)

@@ -8,6 +8,7 @@
     model = sae.SAE("topk", n_instances=4, d_in=8, d_sae=32, k=[1, 2, 3, 4], seed=0)
     sae.train(model, source, steps=2000, progress=False)
     sae.evaluate(model, source)       # one row per instance: mmcs, mcc, l0, ...
+    sae.random_baseline(32, 8, 32)    # chance MMCS / MCC of random 32-latent dictionaries
 
 Your own activations (a tensor or a memory-mapped ``.npy`` / ``.safetensors`` file) are a
 source too, with true directions only if you know them, and SAELens files go both ways::
@@ -24,17 +25,28 @@ Modules: :mod:`~superpose.sae.sources` (activation sources), :mod:`~superpose.sa
 :mod:`~superpose.sae.matryoshka`), :mod:`~superpose.sae.train` (its fast path for the TopK
 kinds in :mod:`~superpose.sae.fast`), :mod:`~superpose.sae.metrics` and
 :mod:`~superpose.sae.saelens` (SAELens files).
+
+Functions: :func:`train` (and :func:`resample_dead`, its dead-latent resampling),
+:func:`evaluate`, :func:`feature_recovery`, :func:`abs_cosines` (the ``|cos|`` matrix they
+score), :func:`matching` (their one-to-one latent–feature matching) and
+:func:`random_baseline` (the chance level of the scores: what random dictionaries get).
 """
 
 from superpose.sae.base import KINDS, SAE, SparseAutoencoder
 from superpose.sae.jumprelu import JumpReLUSAE
 from superpose.sae.matryoshka import MatryoshkaSAE
-from superpose.sae.metrics import evaluate, feature_recovery
+from superpose.sae.metrics import (
+    abs_cosines,
+    evaluate,
+    feature_recovery,
+    matching,
+    random_baseline,
+)
 from superpose.sae.relu import ReLUSAE
 from superpose.sae.saelens import from_saelens, to_saelens
 from superpose.sae.sources import Activations, ActivationSource, ModelActivations, Superposed
 from superpose.sae.topk import BatchTopKSAE, TopKSAE
-from superpose.sae.train import SAETrainConfig, SAETrainResult, train
+from superpose.sae.train import SAETrainConfig, SAETrainResult, resample_dead, train
 
 __all__ = [
     "KINDS",
@@ -51,9 +63,13 @@ __all__ = [
     "SparseAutoencoder",
     "Superposed",
     "TopKSAE",
+    "abs_cosines",
     "evaluate",
     "feature_recovery",
     "from_saelens",
+    "matching",
+    "random_baseline",
+    "resample_dead",
     "to_saelens",
     "train",
 ]

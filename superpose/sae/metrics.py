@@ -10,6 +10,12 @@ depend on latent order, sign or decoder scale (a zero row has cosine 0):
   (Hungarian, ``scipy.optimize.linear_sum_assignment``; ``min(d_sae, n_features)`` pairs);
 * ``recovered``: fraction of features whose best ``C`` exceeds ``threshold`` (0.9).
 
+None of them starts at 0: a random dictionary has some ``|cos|`` with every direction, and
+the best of many is large (a random 256 × 32 dictionary scores MMCS ≈ 0.51 against 32 random
+directions in 32 dimensions, ≈ 0.95 with 5 latents for 5 directions in 2 dimensions).
+:func:`random_baseline` measures that chance level, and both functions below report it
+beside each score (``mmcs_chance``, ``mcc_chance``, ``recovered_chance``).
+
 :func:`evaluate` adds scores on fresh samples of a source.
 """
 
@@ -20,7 +26,7 @@ import pandas as pd
 import torch
 from scipy.optimize import linear_sum_assignment
 
-from superpose._checks import make_generator, positive_int
+from superpose._checks import finite_real, make_generator, positive_int
 from superpose.sae.base import SparseAutoencoder
 from superpose.sae.sources import (
     ActivationSource,
@@ -29,6 +35,12 @@ from superpose.sae.sources import (
     check_source,
     sample_for,
 )
+
+SCORES = ("mmcs", "mcc", "recovered")
+"""The dictionary scores of :func:`feature_recovery` (and their chance levels)."""
+CHANCE_DRAWS = 4
+"""Random dictionaries behind the ``*_chance`` columns of :func:`feature_recovery` and
+:func:`evaluate` (their spread at 256 latents is about 0.01, see :func:`random_baseline`)."""
 
 
 def _decoder(sae_or_W_dec: SparseAutoencoder | torch.Tensor) -> torch.Tensor:
@@ -49,12 +61,24 @@ def _decoder(sae_or_W_dec: SparseAutoencoder | torch.Tensor) -> torch.Tensor:
     return sae_or_W_dec.detach()
 
 
+def _check_finite(name: str, tensor: torch.Tensor) -> None:
+    """Raise a ValueError naming ``name`` if ``tensor`` (instance-first when 3-D) holds NaN or
+    inf (a diverged SAE): no score of such a dictionary means anything."""
+    finite = torch.isfinite(tensor)
+    if finite.all():
+        return
+    where = ""
+    if tensor.ndim == 3:
+        where = f" in instance(s) {(~finite).flatten(1).any(1).nonzero().flatten().tolist()}"
+    raise ValueError(f"{name} has non-finite entries (NaN or inf){where}; it cannot be scored")
+
+
 def abs_cosines(
     sae_or_W_dec: SparseAutoencoder | torch.Tensor, directions: torch.Tensor
 ) -> torch.Tensor:
     """``|cos|`` between every decoder row and every true direction, ``(instance, d_sae,
     n_features)``, for ``W_dec: (instance, d_sae, d_in)`` (or ``(d_sae, d_in)``) and
-    ``directions: (n_features, d_in)``."""
+    ``directions: (n_features, d_in)``; a ValueError if either has NaN or inf entries."""
     W_dec = _decoder(sae_or_W_dec).float()
     if not isinstance(directions, torch.Tensor):
         raise TypeError(f"directions must be a tensor, got {type(directions).__name__}")
@@ -63,6 +87,8 @@ def abs_cosines(
             f"directions must be shaped (n_features, d_in={W_dec.shape[2]}), got "
             f"{tuple(directions.shape)}"
         )
+    _check_finite("sae_or_W_dec", W_dec)
+    _check_finite("directions", directions)
     latents = W_dec / W_dec.norm(dim=-1, keepdim=True).clamp_min(1e-12)
     features = directions.detach().float().to(W_dec.device)
     features = features / features.norm(dim=-1, keepdim=True).clamp_min(1e-12)
@@ -80,6 +106,9 @@ def matching(cosines: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         ``cosines``' device: pair
         ``p`` of instance ``i`` matches latent ``latents[i, p]`` with ``features[i, p]``.
     """
+    if not isinstance(cosines, torch.Tensor) or cosines.ndim != 3:
+        raise ValueError("cosines must be a tensor shaped (instance, d_sae, n_features)")
+    _check_finite("cosines", cosines)
     pairs = [linear_sum_assignment(c.cpu().double().numpy(), maximize=True) for c in cosines]
     latents = torch.as_tensor(np.stack([rows for rows, _ in pairs]), device=cosines.device)
     features = torch.as_tensor(np.stack([columns for _, columns in pairs]), device=cosines.device)
@@ -90,17 +119,76 @@ def feature_recovery(
     sae_or_W_dec: SparseAutoencoder | torch.Tensor,
     directions: torch.Tensor,
     threshold: float = 0.9,
+    *,
+    chance_draws: int = CHANCE_DRAWS,
 ) -> pd.DataFrame:
     """Dictionary scores per instance: a DataFrame with one row per instance and columns
-    ``instance``, ``mmcs``, ``mcc``, ``recovered`` (see the module docstring).
+    ``instance``, ``mmcs``, ``mcc``, ``recovered`` (see the module docstring) and their
+    chance levels ``mmcs_chance``, ``mcc_chance``, ``recovered_chance``: the mean scores of
+    ``chance_draws`` random unit dictionaries of the same size against the same directions
+    (:func:`random_baseline` with seed 0; the same in every row). A score is only as good as
+    its distance above its chance level.
 
     Args:
         sae_or_W_dec: an SAE, or decoder weights ``(instance, d_sae, d_in)`` / ``(d_sae,
             d_in)``.
         directions: ``(n_features, d_in)`` the true feature directions.
-        threshold: ``|cos|`` above which a feature counts as recovered.
+        threshold: ``|cos|`` above which a feature counts as recovered, in ``(0, 1)``.
+        chance_draws: random dictionaries for the chance columns (at least 2); 0 leaves the
+            columns out (each draw costs one more matching of the dictionary's size).
+
+    Raises:
+        ValueError: bad shapes, a threshold outside ``(0, 1)``, or NaN/inf in the decoder
+            or the directions.
     """
-    return _recovery(abs_cosines(sae_or_W_dec, directions), threshold)[0]
+    threshold = _check_threshold(threshold)
+    chance_draws = _check_chance_draws(chance_draws)
+    cosines = abs_cosines(sae_or_W_dec, directions)
+    table = _recovery(cosines, threshold)[0]
+    return _with_chance(table, directions, cosines.shape[1], threshold, chance_draws)
+
+
+def _check_threshold(threshold: float) -> float:
+    """``threshold`` as a float in ``(0, 1)``: a feature counts as recovered when its best
+    ``|cos|`` (at most 1) is strictly above it, so 1 or more would never count one."""
+    threshold = finite_real("threshold", threshold)
+    if not 0 < threshold < 1:
+        raise ValueError(
+            f"threshold is the |cos| above which a feature counts as recovered and must lie "
+            f"in (0, 1), got {threshold:g}"
+        )
+    return threshold
+
+
+def _check_chance_draws(chance_draws: int) -> int:
+    """``chance_draws`` as an int that is 0 or at least 2."""
+    if isinstance(chance_draws, bool) or not isinstance(chance_draws, int) or chance_draws < 0:
+        raise TypeError(f"chance_draws must be an int >= 0, got {chance_draws!r}")
+    if chance_draws == 1:
+        raise ValueError("chance_draws must be 0 (no chance columns) or at least 2, got 1")
+    return chance_draws
+
+
+def _with_chance(
+    table: pd.DataFrame,
+    directions: torch.Tensor,
+    d_sae: int,
+    threshold: float,
+    chance_draws: int,
+) -> pd.DataFrame:
+    """``table`` with the columns ``<score>_chance`` after ``recovered``: the mean of
+    :func:`random_baseline` for ``d_sae`` latents against ``directions: (n_features, d_in)``
+    (nothing added for ``chance_draws=0``)."""
+    if chance_draws == 0:
+        return table
+    n_features, d_in = directions.shape
+    chance = random_baseline(
+        n_features, d_in, d_sae, directions=directions, n_draws=chance_draws, threshold=threshold
+    )
+    at = table.columns.get_loc("recovered") + 1
+    for offset, score in enumerate(SCORES):
+        table.insert(at + offset, f"{score}_chance", np.float32(chance.loc[score, "mean"]))
+    return table
 
 
 def _recovery(
@@ -122,11 +210,78 @@ def _recovery(
     return table, latents, features
 
 
-def _no_recovery(n_instances: int) -> pd.DataFrame:
-    """:func:`feature_recovery`'s columns, NaN, for a source without true directions."""
+def _no_recovery(n_instances: int, chance_draws: int) -> pd.DataFrame:
+    """:func:`feature_recovery`'s columns (with the chance levels where ``chance_draws``), NaN,
+    for a source without true directions."""
     nan = np.full(n_instances, np.nan, dtype=np.float32)
+    names = [*SCORES, *(f"{name}_chance" for name in SCORES if chance_draws)]
+    return pd.DataFrame({"instance": np.arange(n_instances), **dict.fromkeys(names, nan)})
+
+
+CHANCE_STREAM = "superpose.sae.random_baseline"
+"""Names the random stream of :func:`random_baseline`'s ``seed`` (so that its dictionaries are
+never an SAE's initial decoder drawn with the same int)."""
+
+
+@torch.no_grad()
+def random_baseline(
+    n_features: int,
+    d_model: int,
+    d_sae: int,
+    *,
+    directions: torch.Tensor | None = None,
+    n_draws: int = 8,
+    threshold: float = 0.9,
+    seed: int | torch.Generator = 0,
+) -> pd.DataFrame:
+    """Chance level of the dictionary scores: MMCS, MCC and ``recovered`` of random unit
+    dictionaries (uniform on the sphere, what no training gives) of ``d_sae`` latents in
+    ``d_model`` dimensions against ``n_features`` true directions, by Monte Carlo.
+
+    A score means something only above this: a random 256 × 32 dictionary scores MMCS ≈ 0.50
+    against 32 random directions in 32 dimensions, because the best of 256 random ``|cos|``
+    is far from 0. It grows with ``d_sae`` and falls with ``d_model``.
+
+    Args:
+        n_features, d_model, d_sae: the shapes scored (``directions: (n_features, d_model)``,
+            ``W_dec: (d_sae, d_model)``).
+        directions: ``(n_features, d_model)`` the actual true directions, or None: fresh
+            random unit directions for every draw.
+        n_draws: random dictionaries (at least 2, for the spread).
+        threshold: as in :func:`feature_recovery`.
+        seed: int (its own stream, :data:`CHANCE_STREAM`) or ``torch.Generator``.
+
+    Returns:
+        A DataFrame indexed by score (``mmcs``, ``mcc``, ``recovered``) with columns
+        ``mean``, ``std`` (sample standard deviation over the draws), ``min`` and ``max``.
+    """
+    n_features = positive_int("n_features", n_features)
+    d_model = positive_int("d_model", d_model)
+    d_sae = positive_int("d_sae", d_sae)
+    n_draws = positive_int("n_draws", n_draws)
+    if n_draws < 2:
+        raise ValueError(f"n_draws must be at least 2 (for the spread), got {n_draws}")
+    threshold = _check_threshold(threshold)
+    if directions is not None:
+        if not isinstance(directions, torch.Tensor):
+            raise TypeError(f"directions must be a tensor or None, got {type(directions).__name__}")
+        if tuple(directions.shape) != (n_features, d_model):
+            raise ValueError(
+                f"directions must be shaped (n_features={n_features}, d_model={d_model}), got "
+                f"{tuple(directions.shape)}"
+            )
+        directions = directions.detach().cpu()
+    generator = make_generator(seed, stream=CHANCE_STREAM)
+    tables = []
+    for _ in range(n_draws):  # one draw at a time bounds memory to one (d_sae, n_features)
+        dictionary = torch.randn(1, d_sae, d_model, generator=generator)  # (1, d_sae, d_model)
+        truth = directions
+        if truth is None:
+            truth = torch.randn(n_features, d_model, generator=generator)
+        tables.append(_recovery(abs_cosines(dictionary, truth), threshold)[0])
+    draws = pd.concat(tables, ignore_index=True)[list(SCORES)]  # (n_draws, 3)
     return pd.DataFrame(
-        {"instance": np.arange(n_instances), "mmcs": nan, "mcc": nan, "recovered": nan}
+        {"mean": draws.mean(), "std": draws.std(), "min": draws.min(), "max": draws.max()}
     )
 
 
@@ -138,11 +293,13 @@ def evaluate(
     *,
     seed: int | torch.Generator = 1,
     batch_size: int = 4096,
+    chance_draws: int = CHANCE_DRAWS,
 ) -> pd.DataFrame:
     """Scores of every instance on ``n_samples`` fresh samples of ``source`` (in inference
     mode, e.g. BatchTopK's threshold), one DataFrame row per instance.
 
-    Columns: ``instance``; ``mmcs``, ``mcc``, ``recovered`` (:func:`feature_recovery`);
+    Columns: ``instance``; ``mmcs``, ``mcc``, ``recovered`` and their chance levels
+    ``mmcs_chance``, ``mcc_chance``, ``recovered_chance`` (:func:`feature_recovery`);
     ``l0`` mean active latents per sample; ``dead_fraction`` of latents that never fire on
     the samples; ``mse`` ``E‖x − x̂‖²``; ``explained_variance`` ``1 − Σ‖x − x̂‖² / Σ‖x −
     x̄‖²``; ``shrinkage`` ``1 − Σ⟨x̂, x⟩ / Σ‖x‖²`` (0 for exact reconstructions, 1 − c for
@@ -159,18 +316,23 @@ def evaluate(
         n_samples: samples per instance.
         seed: int or ``torch.Generator`` for the samples.
         batch_size: samples per chunk (bounds memory).
+        chance_draws: random dictionaries for the chance columns (at least 2); 0 leaves them
+            out.
     """
     check_source(source, sae.n_instances, sae.d_in)
     n_samples = positive_int("n_samples", n_samples)
     batch_size = positive_int("batch_size", batch_size)
+    chance_draws = _check_chance_draws(chance_draws)
     device = sae.W_dec.device
     generator = make_generator(seed, source.device)
     has_features = isinstance(source, ActivationSource)  # feature values behind each sample
+    _check_finite("sae.W_dec", sae.W_dec.detach())
     if source.directions is None:
-        recovery = _no_recovery(sae.n_instances)
+        recovery = _no_recovery(sae.n_instances, chance_draws)
         latents = features = torch.zeros(sae.n_instances, 0, dtype=torch.long, device=device)
     else:
         recovery, latents, features = _recovery(abs_cosines(sae, source.directions))
+        recovery = _with_chance(recovery, source.directions, sae.d_sae, 0.9, chance_draws)
         latents, features = latents.to(device), features.to(device)
 
     sums = {

@@ -21,6 +21,7 @@ from typing import Any
 
 import torch
 
+from superpose._checks import numeric_array
 from superpose.sae.base import Seed, SparseAutoencoder, per_instance, register
 
 THRESHOLD_DECAY = 0.99
@@ -63,9 +64,15 @@ class TopKSAE(SparseAutoencoder):
         seed: Seed = None,
     ) -> None:
         super().__init__(n_instances, d_in, d_sae, seed=seed)
+        not_k = TypeError(f"k must be an int or one int per instance, got {k!r}")
+        if not isinstance(k, torch.Tensor):
+            try:
+                numeric_array("k", k)  # a string or bool is not a k
+            except TypeError:
+                raise not_k from None
         k_tensor = torch.as_tensor(k)
         if k_tensor.is_floating_point() or k_tensor.dtype == torch.bool:
-            raise TypeError(f"k must be an int or one int per instance, got {k!r}")
+            raise not_k
         k_tensor = per_instance("k", k_tensor, self.n_instances, low=1, high=self.d_sae)
         self.register_buffer("k", k_tensor.long())
         aux_k = max(1, self.d_in // 2) if aux_k is None else aux_k

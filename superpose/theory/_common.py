@@ -6,21 +6,13 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from superpose._checks import ArrayLike, per_instance_feature
+from superpose._checks import ArrayLike, as_float_tensor, per_instance_feature
 
 
 def _float_array(name: str, value: ArrayLike) -> np.ndarray:
-    """``value`` as a finite float64 numpy array."""
-    if isinstance(value, torch.Tensor):
-        array = value.detach().to("cpu", torch.float64).numpy()
-    else:
-        try:
-            array = np.asarray(value, dtype=np.float64)
-        except (TypeError, ValueError) as error:
-            raise TypeError(f"{name} must be a number or an array of numbers") from error
-    if not np.isfinite(array).all():
-        raise ValueError(f"{name} must be finite")
-    return array
+    """``value`` as a finite float64 numpy array (:func:`superpose._checks.as_float_tensor`:
+    strings and bools are a TypeError)."""
+    return as_float_tensor(name, value, torch.float64).numpy()
 
 
 def _per_feature(
