@@ -1075,6 +1075,28 @@ def record(names: list[str]) -> None:
     print(f"wrote {TENSORS} ({TENSORS.stat().st_size} bytes) and {METADATA}")
 
 
+def rerecord(name: str, why: str) -> None:
+    """Replace case ``name``'s recorded results with today's, keeping every other case's, and
+    note ``why`` (a change made on purpose) and the commit in the metadata's
+    ``rerecorded`` list: the one way a case's golden numbers may move."""
+    golden, metadata = load_golden()
+    case_tensors, scalars = run_case(name)
+    prefix = f"{name}/"
+    tensors = {k: v for k, v in golden.items() if not k.startswith(prefix)}
+    tensors |= {f"{prefix}{k}": v for k, v in case_tensors.items()}
+    metadata["cases"][name]["scalars"] = json.loads(json.dumps(scalars))
+    metadata.setdefault("rerecorded", []).append(
+        {
+            "case": name,
+            "why": why,
+            "library_commit": git("log", "-1", "--format=%H", "--", "superpose"),
+        }
+    )
+    save_file(tensors, TENSORS, metadata={"commit": metadata["commit"]})
+    METADATA.write_text(json.dumps(metadata, indent=1) + "\n")
+    print(f"re-recorded {name}: {why}")
+
+
 def check(names: list[str], tolerance: bool = False) -> int:
     golden, metadata = load_golden()
     exact = same_machine(metadata) and not tolerance
@@ -1098,6 +1120,9 @@ def main() -> int:
     parser.add_argument(
         "--tolerance", action="store_true", help="with --check: compare within the tolerance"
     )
+    parser.add_argument(
+        "--rerecord", metavar="WHY", help="re-record the one case named, for this reason"
+    )
     parser.add_argument("cases", nargs="*", help="case names (default: all)")
     args = parser.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -1106,6 +1131,11 @@ def main() -> int:
         parser.error(f"unknown cases {sorted(unknown)}")
     if args.check:
         return check(names, args.tolerance)
+    if args.rerecord is not None:
+        if len(args.cases) != 1:
+            parser.error("--rerecord takes exactly one case")
+        rerecord(args.cases[0], args.rerecord)
+        return 0
     if args.cases:
         parser.error("record every case at once (the files hold all of them)")
     record(names)
