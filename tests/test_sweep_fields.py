@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from superpose import sae, sweep
+from superpose.cli import main
 from superpose.data import SparseFeatures
 from superpose.models import ToyModel
 from superpose.sweep import TASKS, Chunk, SweepSpec, run_chunk
@@ -147,3 +148,44 @@ def test_a_cell_trains_like_the_direct_call_with_the_same_fields_unset(task, tra
     assert stored.status == "done"
     for name, tensor in direct.state_dict().items():
         assert torch.equal(stored.weights[name], tensor[0]), name
+
+
+def test_field_reprs_are_readable():
+    text = repr(sweep.SAE_FIELDS)
+    assert "lambda" not in text and "function" not in text and "object at" not in text
+    assert repr(sweep.SAE_FIELDS["k"]) == (
+        "<Field k: int = required [fixed], per instance, when sae_kind in "
+        "['topk', 'batchtopk', 'matryoshka']; An int ≥ 1; active latents per sample>"
+    )
+
+
+@pytest.mark.parametrize("task", ["toy", "sae"])
+def test_cli_prints_the_fields(task, capsys):
+    assert main(["sweep", "--fields", task]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    header, rows = lines[0], lines[1:]
+    assert header.split() == ["field", "table", "default", "allowed", "applies", "when", "doc"]
+    assert [row.split()[0] for row in rows] == list(TASKS[task])
+    column = header.index("default")
+    assert all(row[column - 2 : column] == "  " for row in rows)  # aligned
+    steps = next(row for row in rows if row.startswith("steps "))
+    default = TRAINER_CONFIGS[task].steps
+    assert steps.split()[:3] == ["steps", "training", str(default)]
+    assert "An int ≥ 1" in steps and steps.endswith("optimisation steps")
+    assert "lambda" not in "\n".join(lines) and "object at" not in "\n".join(lines)
+
+
+def test_cli_fields_details(capsys):
+    assert main(["sweep", "--fields", "sae"]) == 0
+    rows = {row.split()[0]: row for row in capsys.readouterr().out.splitlines()}
+    assert "sae_kind in ['topk', 'batchtopk', 'matryoshka']" in rows["k"]
+    assert "required" in rows["k"] and "profile = 'zipf'" in rows["min_probability"]
+    assert (
+        '"constant"' in rows["schedule"] and "One of constant, linear, cosine" in rows["schedule"]
+    )
+    assert main(["sweep", "--fields"]) == 0  # the toy task by default
+    assert capsys.readouterr().out.splitlines()[1].split()[:3] == ["kind", "fixed", "required"]
+    with pytest.raises(SystemExit):
+        main(["sweep", "--fields", "vae"])
+    with pytest.raises(SystemExit, match=r"give a SPEC\.toml"):
+        main(["sweep"])
