@@ -2,6 +2,7 @@
 
 superpose demo                     the TMS intro experiment, figure + results folder
 superpose sweep SPEC.toml          run (or resume) a sweep into a result store
+superpose sweep --fields [toy|sae] the fields a sweep spec sets, with defaults and docs
 superpose figure NAME | --all      redraw figures from stored results
 superpose figure --list            the registered figure names
 superpose reproduce NAME           run an experiment, then draw its figure
@@ -31,6 +32,11 @@ def _demo(args: argparse.Namespace) -> int:
 def _sweep(args: argparse.Namespace) -> int:
     from superpose import sweep
 
+    if args.fields:
+        print(sweep.fields_table(args.fields))
+        return 0
+    if args.spec is None:
+        raise SystemExit("superpose sweep: give a SPEC.toml (or --fields)")
     if args.dry_run:
         print(sweep.plan(args.spec, args.out, args.workers, args.backend, args.device))
         return 0
@@ -95,7 +101,15 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(run=_demo)
 
     sweep = commands.add_parser("sweep", help="run or resume a sweep from a TOML spec")
-    sweep.add_argument("spec", help="sweep spec (TOML)")
+    sweep.add_argument("spec", nargs="?", help="sweep spec (TOML)")
+    sweep.add_argument(
+        "--fields",
+        nargs="?",
+        const="toy",
+        choices=("toy", "sae"),
+        help="print the fields of a task's cells (default toy): default, allowed values, "
+        "which cells use them, doc",
+    )
     sweep.add_argument(
         "--out", default=None, help="result store folder (default: results/<the spec's name>)"
     )

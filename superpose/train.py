@@ -23,7 +23,13 @@ from superpose.runtime import (  # noqa: F401  (re-exported: their old home)
     cpu_threads,
 )
 from superpose.training import loop
-from superpose.training.config import LoopConfig, non_negative, positive_integer, setting
+from superpose.training.config import (
+    LoopConfig,
+    non_negative,
+    optional_positive_integer,
+    positive_integer,
+    setting,
+)
 from superpose.training.divergence import TrainingDiverged  # noqa: F401  (re-exported)
 from superpose.training.optim import STATE_KEYS, direct_adamw  # noqa: F401  (re-exported)
 from superpose.training.result import (  # noqa: F401  (re-exported)
@@ -36,17 +42,14 @@ from superpose.training.result import (  # noqa: F401  (re-exported)
 from superpose.training.schedule import SCHEDULES, lr_factor  # noqa: F401  (re-exported)
 
 
-def _batch_size(name: str, value: object) -> None:
-    if value is not None:
-        positive_int(name, value)
-
-
 @dataclass
 class TrainConfig(LoopConfig):
     """The toy-model trainer's settings (:func:`train`): the loop's and its own."""
 
     batch_size: int | None = setting(
-        1024, "rows per instance per step (None: the whole finite data set)", _batch_size
+        1024,
+        "rows per instance per step (None: the whole finite data set)",
+        optional_positive_integer,
     )
     weight_decay: float = setting(0.0, "AdamW's decoupled weight decay", non_negative)
     eval_samples: int = setting(

@@ -104,7 +104,16 @@ def test_example_spec():
         ({"fixed__n_hidden": 2}, ValueError, r"fixed\.n_hidden: n_hidden is a field of task 'toy'"),
         ({"fixed__d_sea": 2}, ValueError, r"fixed\.'d_sea'.*did you mean 'd_sae'"),
         ({"axes__kind": ["relu"]}, ValueError, r"axes\.kind: kind is a field of task 'toy'"),
-        ({"training__resample_every": 5}, ValueError, r"unknown key training\.'resample_every'"),
+        (
+            {"training__resample_every": 5},
+            ValueError,
+            r"training\.resample_every: a sweep does not offer resample_every: resampling",
+        ),
+        (
+            {"training__sparsity_warmup_steps": 41},
+            ValueError,
+            r"sparsity_warmup_steps must be an int in \[0, steps=40\], got 41 \(in the",
+        ),
         ({"fixed__seed": 0, "axes__seed": [1]}, ValueError, r"seed is given in both"),
         ({"fixed__steps": 5}, ValueError, r"fixed\.steps: steps belongs in \[training\]"),
         ({"fixed__d_sae": None}, ValueError, r"d_sae is required"),

@@ -122,6 +122,14 @@ def test_importance_profile():
         ({"axes__feature_probability": [0.5, 1.5]}, ValueError, r"feature_probability must lie"),
         ({"training__lr": float("nan")}, ValueError, r"lr must be finite"),
         ({"training__schedule": "step"}, ValueError, r"schedule must be one of"),
+        ({"training__warmup_steps": -1}, ValueError, r"warmup_steps must be an int >= 0"),
+        (
+            {"axes__warmup_steps": [0, 11]},
+            ValueError,
+            r"warmup_steps must be an int in \[0, steps=10\], got 11 \(in the cell "
+            r"feature_probability=0\.1, warmup_steps=11\)",
+        ),
+        ({"training__log_every": 5}, ValueError, r"a sweep does not offer log_every"),
         ({"execution": {"max_chunk_cells": 0}}, ValueError, r"execution\.max_chunk_cells"),
         ({"name": "../x"}, ValueError, r"name '\.\./x'"),
     ],

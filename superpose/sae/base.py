@@ -108,9 +108,9 @@ def unit_rows(shape: tuple[int, ...], n_instances: int, seed: Seed) -> torch.Ten
 class SparseAutoencoder(Saveable):
     """Base class of the SAE kinds: ``n_instances`` independent SAEs ``d_in → d_sae → d_in``.
 
-    Subclasses set :attr:`kind`, implement :meth:`activate`, may override
-    :meth:`sparsity`, :meth:`aux`, :meth:`reconstruction_error`, :meth:`observe` and
-    :meth:`hyperparameters`, and are registered with :func:`register`.
+    Subclasses set :attr:`kind` and :attr:`sparsity_parameter`, implement :meth:`activate`,
+    may override :meth:`sparsity`, :meth:`aux`, :meth:`reconstruction_error`, :meth:`observe`
+    and :meth:`hyperparameters`, and are registered with :func:`register`.
 
     ``sae.save(path)`` writes it to a folder and ``superpose.load(path)`` brings it back with
     its weights, per-instance hyper-parameters, thresholds and mode (see :mod:`superpose.io`).
@@ -129,6 +129,9 @@ class SparseAutoencoder(Saveable):
     """
 
     kind: ClassVar[str]
+    sparsity_parameter: ClassVar[str]
+    """The keyword argument holding the kind's per-instance sparsity hyper-parameter (what a
+    sweep varies: ``"l1_coefficient"``, ``"k"``, ...)."""
     unit_decoder: ClassVar[bool] = True
     """Whether the trainer renormalises decoder rows to unit norm after every step."""
 

@@ -88,6 +88,7 @@ class JumpReLUSAE(SparseAutoencoder):
     """
 
     kind = "jumprelu"
+    sparsity_parameter = "l0_coefficient"
 
     def __init__(
         self,

@@ -34,6 +34,7 @@ class ReLUSAE(SparseAutoencoder):
     """
 
     kind = "relu"
+    sparsity_parameter = "l1_coefficient"
     unit_decoder = False
 
     def __init__(

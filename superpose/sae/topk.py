@@ -51,6 +51,7 @@ class TopKSAE(SparseAutoencoder):
     """
 
     kind = "topk"
+    sparsity_parameter = "k"
 
     def __init__(
         self,

@@ -39,6 +39,7 @@ from superpose.sae.sources import Source, activations_for, check_source
 from superpose.training import loop
 from superpose.training.config import (
     LoopConfig,
+    non_negative_integer,
     optional_positive_integer,
     positive_integer,
     setting,
@@ -71,7 +72,9 @@ class SAETrainConfig(LoopConfig):
     batch_size: int = setting(1024, "samples per step", positive_integer)
     betas: tuple[float, float] = setting((0.9, 0.999), "Adam's (β₁, β₂), each in [0, 1)", _betas)
     sparsity_warmup_steps: int = setting(
-        0, "steps over which the sparsity penalty ramps up linearly, in [0, steps]"
+        0,
+        "steps over which the sparsity penalty ramps up linearly, in [0, steps]",
+        non_negative_integer,
     )
     dead_window: int = setting(
         65536, "samples without firing after which a latent counts as dead", positive_integer

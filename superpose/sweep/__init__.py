@@ -30,7 +30,15 @@ from superpose.sweep.execute import run_chunk, sae_source
 from superpose.sweep.lock import StoreLocked
 from superpose.sweep.packing import Chunk, pack
 from superpose.sweep.runner import SweepSummary, plan, resolve_workers, run
-from superpose.sweep.spec import FIELDS, SAE_FIELDS, SAE_SPARSITY, TASKS, Cell, SweepSpec
+from superpose.sweep.spec import (
+    FIELDS,
+    SAE_FIELDS,
+    SAE_SPARSITY,
+    TASKS,
+    Cell,
+    SweepSpec,
+    fields_table,
+)
 from superpose.sweep.store import CorruptWeights, ResultStore, load, load_model, load_weights
 
 __all__ = [
@@ -46,6 +54,7 @@ __all__ = [
     "StoreLocked",
     "SweepSpec",
     "SweepSummary",
+    "fields_table",
     "load",
     "load_model",
     "load_weights",

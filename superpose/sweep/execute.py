@@ -39,7 +39,7 @@ from superpose.sae import train as train_sae
 from superpose.sweep.cells import STATUSES as STATUSES  # re-exported: it was defined here
 from superpose.sweep.cells import CellResult, build_sae
 from superpose.sweep.packing import Chunk
-from superpose.sweep.spec import Cell
+from superpose.sweep.spec import Cell, trainer_options
 from superpose.sweep.streams import EVAL_STREAM, TRAIN_STREAM, CellStreams, stream_seed
 from superpose.train import TrainingDiverged, auto_threads, cpu_threads, train
 
@@ -98,22 +98,11 @@ def _train_toy_model(cells: list[Cell], device: str) -> list[CellResult]:
         magnitude=str(config["magnitude"]),
         device=device,
     )
-    train(
-        model,
-        data,
-        steps=int(config["steps"]),
-        batch_size=int(config["batch_size"]),
-        lr=float(config["lr"]),
-        schedule=str(config["schedule"]),
-        warmup_steps=int(config["warmup_steps"]),
-        weight_decay=float(config["weight_decay"]),
-        # the trainer's own held-out loss chunks its samples by instance count, so it is not
-        # packing-independent; the final loss is measured below instead.
-        eval_samples=1,
-        seed=TRAIN_STREAM,
-        device=device,
-        progress=False,
-    )
+    options = trainer_options("toy", config)
+    # the trainer's own held-out loss chunks its samples by instance count, so it is not
+    # packing-independent; the final loss is measured below instead.
+    options["eval_samples"] = 1
+    train(model, data, **options, seed=TRAIN_STREAM, device=device, progress=False)
     loss = held_out_loss(model, data, int(config["eval_samples"]), int(config["batch_size"]))
     metrics = {name: values.cpu() for name, values in scalar_metrics(model.W).items()}
     state = {name: tensor.detach().cpu() for name, tensor in model.state_dict().items()}
@@ -176,13 +165,7 @@ def _train_sae_cells(cells: list[Cell], device: str, threads: int | None) -> lis
         result = train_sae(
             model,
             source,
-            steps=int(config["steps"]),
-            batch_size=int(config["batch_size"]),
-            lr=float(config["lr"]),
-            schedule=str(config["schedule"]),
-            warmup_steps=int(config["warmup_steps"]),
-            sparsity_warmup_steps=int(config["sparsity_warmup_steps"]),
-            dead_window=int(config["dead_window"]),
+            **trainer_options("sae", config),
             log_every=SAE_LOG_EVERY,
             seed=stream_seed(data_seed, TRAIN_STREAM),
             device=device,

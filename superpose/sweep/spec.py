@@ -51,6 +51,15 @@ synthetic source with known directions (the fields of :data:`SAE_FIELDS`)::
     l1_coefficient = [0.003, 0.01]      # used by relu cells only
     k = [2, 4]                          # used by the TopK kinds only
 
+Defaults: a cell's training fields are its trainer's settings (:data:`TRAINER_CONFIGS`:
+:class:`superpose.train.TrainConfig`, :class:`superpose.sae.train.SAETrainConfig`) with their
+defaults, checks and docs, but the few a sweep does not offer (:data:`NOT_SWEPT`), so a field
+left unset trains as the trainer does with that argument unset. Model, data and SAE fields
+take their defaults from the functions and classes that define them (``SparseFeatures``,
+the firing profiles, each SAE kind); the rest is the sweep's own parametrisation
+(``importance_decay``, ``profile``, ``data_seed``, ...). ``superpose sweep --fields [toy|sae]``
+prints every field with its default, allowed values and the cells that use it.
+
 Some fields only apply to some cells (:attr:`Field.applies`): a source profile's parameters,
 and each SAE kind's sparsity hyper-parameter (:data:`SAE_SPARSITY`). A cell holds None for a
 field it does not use, so grid points that differ only there are one cell: the grid above
@@ -61,9 +70,11 @@ from __future__ import annotations
 
 import difflib
 import hashlib
+import inspect
 import itertools
 import json
 import math
+import typing
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -71,10 +82,22 @@ from typing import Any
 
 import numpy as np
 
-from superpose.data import MAGNITUDES, geometric_probability
+from superpose.data import MAGNITUDES, SparseFeatures, geometric_probability, zipf_probability
 from superpose.models import KINDS
 from superpose.sae import KINDS as SAE_KINDS
-from superpose.train import SCHEDULES
+from superpose.sae import JumpReLUSAE, ReLUSAE, TopKSAE, evaluate
+from superpose.sae.train import SAETrainConfig
+from superpose.train import TrainConfig
+from superpose.training.config import (
+    Check,
+    LoopConfig,
+    non_negative,
+    non_negative_integer,
+    one_of,
+    positive_finite,
+    positive_integer,
+    settings,
+)
 
 try:
     import tomllib
@@ -85,10 +108,18 @@ Scalar = int | float | str
 """A config value: every field is an int, a float or a string (None where a cell does not use
 the field, see :attr:`Field.applies`)."""
 
-_REQUIRED = object()
+
+class _Required:
+    """The default of a field a spec must give."""
+
+    def __repr__(self) -> str:
+        return "required"
 
 
-@dataclass(frozen=True)
+_REQUIRED = _Required()
+
+
+@dataclass(frozen=True, repr=False)
 class Field:
     """One config field of a cell.
 
@@ -99,7 +130,9 @@ class Field:
         table: where a fixed value goes in a spec: ``"fixed"`` or ``"training"``.
         per_instance: cells differing only in per-instance fields can share one batched
             model; all other fields must be equal within a packed chunk.
-        check: returns what is wrong with a (type-correct) value, or None.
+        check: raises ValueError/TypeError naming the field for a wrong (type-correct)
+            value (a :data:`superpose.training.config.Check`; its docstring says what is
+            allowed), or None.
         doc: one line for error messages and documentation.
         applies: None when every cell uses the field; else ``(name, values)``: only cells
             whose field ``name`` is one of ``values`` use it, the others hold None.
@@ -110,9 +143,30 @@ class Field:
     default: object
     table: str
     per_instance: bool
-    check: Callable[[Any], str | None]
+    check: Check | None
     doc: str
     applies: tuple[str, tuple[str, ...]] | None = None
+
+    def __post_init__(self) -> None:
+        if self.default is not _REQUIRED:  # a default is a valid value of the field's type
+            object.__setattr__(self, "default", self.coerce(self.default))
+
+    def coerce(self, value: object) -> Scalar:
+        """``value`` checked and returned as the field's type (raises ValueError/TypeError
+        naming the field)."""
+        if isinstance(value, np.integer | np.floating):
+            value = value.item()
+        if self.type is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if isinstance(value, bool) or not isinstance(value, self.type):
+            raise TypeError(
+                f"{self.name} must be {self.type.__name__}, got {type(value).__name__} {value!r}"
+            )
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError(f"{self.name} must be finite, got {value!r}")
+        if self.check is not None:
+            self.check(self.name, value)
+        return value
 
     def used_by(self, config: Mapping[str, Any]) -> bool:
         """Whether a cell with ``config`` uses this field."""
@@ -125,46 +179,119 @@ class Field:
         name, values = self.applies
         return f"{name} = {values[0]!r}" if len(values) == 1 else f"{name} in {list(values)}"
 
+    def allowed(self) -> str:
+        """The values the field takes, in words: its check's docstring (else its type)."""
+        if self.check is None or not self.check.__doc__:
+            return f"any {self.type.__name__}"
+        return self.check.__doc__.strip().splitlines()[0].rstrip(".")
 
-def _at_least(low: float) -> Callable[[Any], str | None]:
-    return lambda v: None if v >= low else f"must be >= {low}"
+    def describe(self) -> dict[str, str]:
+        """The field in words: ``name``, ``table``, ``default`` (as in a TOML spec, or
+        ``required``), ``allowed`` values, ``applies`` (which cells use it) and ``doc``."""
+        default = repr(self.default) if self.default is _REQUIRED else json.dumps(self.default)
+        return {
+            "name": self.name,
+            "table": self.table,
+            "default": default,
+            "allowed": self.allowed(),
+            "applies": self.condition(),
+            "doc": self.doc,
+        }
+
+    def __repr__(self) -> str:
+        text = self.describe()
+        when = "" if self.applies is None else f", when {text['applies']}"
+        per_instance = ", per instance" if self.per_instance else ""
+        return (
+            f"<Field {self.name}: {self.type.__name__} = {text['default']} [{self.table}]"
+            f"{per_instance}{when}; {text['allowed']}; {self.doc}>"
+        )
 
 
-def _positive(v: float) -> str | None:
-    return None if v > 0 else "must be > 0"
+def _probability(name: str, value: Any) -> None:
+    """A number in [0, 1]."""
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"{name} must lie in [0, 1], got {value!r}")
 
 
-def _one_of(choices: Sequence[str]) -> Callable[[Any], str | None]:
-    return lambda v: None if v in choices else f"must be one of {list(choices)}"
+def _default(function: Callable, parameter: str) -> object:
+    """The default of ``function``'s keyword ``parameter`` (``_REQUIRED`` if it has none): a
+    sweep field's default read from the one place that defines it."""
+    default = inspect.signature(function).parameters[parameter].default
+    return _REQUIRED if default is inspect.Parameter.empty else default
 
 
-def _probability(v: float) -> str | None:
-    return None if 0.0 <= v <= 1.0 else "must lie in [0, 1]"
+TRAINER_CONFIGS: dict[str, type[LoopConfig]] = {"toy": TrainConfig, "sae": SAETrainConfig}
+"""A task's trainer settings (:func:`superpose.train`, :func:`superpose.sae.train`): the
+training fields of its cells are these settings, with their defaults, checks and docs, except
+those in :data:`NOT_SWEPT`."""
+
+NOT_SWEPT: dict[str, dict[str, str]] = {
+    "toy": {"log_every": "the loss history is not stored; cells log at the trainer's default"},
+    "sae": {
+        "log_every": "fixed at execute.SAE_LOG_EVERY: final_* metrics average the last interval",
+        "betas": "a pair, not a scalar field; cells train with the trainer's default",
+        "resample_every": "resampling would draw from the stream that a chunk's cells share",
+    },
+}
+"""Trainer settings a sweep does not offer, per task, and why (a cell trains with the
+trainer's default for them, or the value :mod:`superpose.sweep.execute` fixes)."""
+
+_NARROWED: dict[str, dict[str, tuple[Check, str]]] = {
+    # a toy cell's data are endless streams, never a finite set to train full-batch on
+    "toy": {"batch_size": (positive_integer, "rows per instance per step")},
+}
+"""Trainer settings whose sweep field allows fewer values than the trainer, per task: the
+field's check and doc."""
+
+
+def _training_fields(task: str) -> list[Field]:
+    """The training fields of ``task``'s cells: its trainer's settings (name, type, default,
+    check, doc) but those in :data:`NOT_SWEPT`, as narrowed by :data:`_NARROWED`."""
+    config = TRAINER_CONFIGS[task]
+    hints = typing.get_type_hints(config)
+    fields = []
+    for setting in settings(config):
+        if setting.name in NOT_SWEPT[task]:
+            continue
+        hint = hints[setting.name]
+        # a field never holds None (TOML has no null): ``int | None`` is an int field
+        scalar = next(t for t in typing.get_args(hint) or (hint,) if t is not type(None))
+        check, doc = _NARROWED.get(task, {}).get(
+            setting.name, (setting.metadata["check"], setting.metadata["doc"])
+        )
+        per_instance = setting.metadata["per_instance"]
+        fields.append(
+            Field(setting.name, scalar, setting.default, "training", per_instance, check, doc)
+        )
+    return fields
 
 
 FIELDS: dict[str, Field] = {
     f.name: f
     for f in [
-        Field("kind", str, _REQUIRED, "fixed", False, _one_of(KINDS), "model kind"),
-        Field("n_features", int, _REQUIRED, "fixed", False, _at_least(1), "input features n"),
-        Field("n_hidden", int, _REQUIRED, "fixed", False, _at_least(1), "hidden dimensions m"),
+        # the model (superpose.ToyModel's arguments) and its data (superpose.SparseFeatures)
+        Field("kind", str, _REQUIRED, "fixed", False, one_of(KINDS), "model kind"),
+        Field("n_features", int, _REQUIRED, "fixed", False, positive_integer, "input features n"),
+        Field("n_hidden", int, _REQUIRED, "fixed", False, positive_integer, "hidden dimensions m"),
         Field(
             "feature_probability",
             float,
-            1.0,
+            _default(SparseFeatures, "feature_probability"),
             "fixed",
             True,
             _probability,
             "probability that a feature is active (1 - sparsity), same for all features",
         ),
+        # the sweep's own parametrisation of ToyModel's per-feature importance
         Field(
             "importance_decay",
             float,
             1.0,
             "fixed",
             True,
-            _positive,
-            "importance of feature i is importance_decay**i",
+            positive_finite,
+            "importance of feature i is importance_decay**i (the sweep's parametrisation)",
         ),
         Field(
             "relative_importance",
@@ -172,38 +299,29 @@ FIELDS: dict[str, Field] = {
             1.0,
             "fixed",
             True,
-            _at_least(0.0),
-            "extra factor on the last feature's importance",
+            non_negative,
+            "extra factor on the last feature's importance (the sweep's parametrisation)",
         ),
         Field(
             "magnitude",
             str,
-            "uniform",
+            _default(SparseFeatures, "magnitude"),
             "fixed",
             False,
-            _one_of(sorted(MAGNITUDES)),
+            one_of(tuple(sorted(MAGNITUDES))),
             "distribution of an active feature's value",
         ),
-        Field("seed", int, 0, "fixed", True, _at_least(0), "initialisation and data seed"),
-        Field("steps", int, 10_000, "training", False, _at_least(1), "optimisation steps"),
-        Field("batch_size", int, 1024, "training", False, _at_least(1), "rows per step"),
-        Field("lr", float, 1e-3, "training", False, _positive, "peak learning rate"),
-        Field("schedule", str, "constant", "training", False, _one_of(SCHEDULES), "lr schedule"),
-        Field("warmup_steps", int, 0, "training", False, _at_least(0), "linear lr warm-up"),
-        Field("weight_decay", float, 0.0, "training", False, _at_least(0.0), "AdamW decay"),
-        Field("eval_samples", int, 65536, "training", False, _at_least(1), "held-out samples"),
+        # the sweep's: one seed per cell keys its initialisation and its data streams
+        Field("seed", int, 0, "fixed", True, non_negative_integer, "initialisation and data seed"),
+        *_training_fields("toy"),
     ]
 }
-"""Every field of a toy-model cell's config (``task = "toy"``), in column order."""
+"""Every field of a toy-model cell's config (``task = "toy"``), in column order: the model and
+its data, then the trainer's settings (:data:`TRAINER_CONFIGS`)."""
 
-_TOPK_KINDS = ("topk", "batchtopk", "matryoshka")
-
-SAE_SPARSITY: dict[str, str] = {
-    "relu": "l1_coefficient",
-    "jumprelu": "l0_coefficient",
-    **dict.fromkeys(_TOPK_KINDS, "k"),
-}
-"""The field holding each SAE kind's sparsity hyper-parameter (per instance)."""
+SAE_SPARSITY: dict[str, str] = {kind: cls.sparsity_parameter for kind, cls in SAE_KINDS.items()}
+"""The field holding each SAE kind's sparsity hyper-parameter (per instance): the kind's
+:attr:`~superpose.sae.SparseAutoencoder.sparsity_parameter`."""
 
 PROFILES = ("constant", "geometric", "zipf")
 """Firing-probability profiles of an SAE source: one ``feature_probability`` for every
@@ -222,14 +340,19 @@ def _sparsity(field_name: str) -> tuple[str, tuple[str, ...]]:
 SAE_FIELDS: dict[str, Field] = {
     f.name: f
     for f in [
-        Field("sae_kind", str, _REQUIRED, "fixed", False, _one_of(sorted(SAE_KINDS)), "SAE kind"),
-        Field("n_features", int, _REQUIRED, "fixed", False, _at_least(1), "true features"),
-        Field("d_model", int, _REQUIRED, "fixed", False, _at_least(1), "activation dimension"),
-        Field("profile", str, "constant", "fixed", False, _one_of(PROFILES), "firing profile"),
+        Field(
+            "sae_kind", str, _REQUIRED, "fixed", False, one_of(tuple(sorted(SAE_KINDS))), "SAE kind"
+        ),
+        # the source (see superpose.sweep.execute.sae_source): the profile, the directions and
+        # data_seed are the sweep's own parametrisation; the profiles' parameters default as
+        # their functions do
+        Field("n_features", int, _REQUIRED, "fixed", False, positive_integer, "true features"),
+        Field("d_model", int, _REQUIRED, "fixed", False, positive_integer, "activation dimension"),
+        Field("profile", str, "constant", "fixed", False, one_of(PROFILES), "firing profile"),
         Field(
             "feature_probability",
             float,
-            0.05,
+            0.05,  # the sweep's (SparseFeatures' own default, 1, makes no sense for an SAE)
             "fixed",
             False,
             _probability,
@@ -239,23 +362,37 @@ SAE_FIELDS: dict[str, Field] = {
         Field(
             "expected_active",
             float,
-            5.0,
+            _default(geometric_probability, "expected_active"),
             "fixed",
             False,
-            _positive,
+            positive_finite,
             "expected active features per sample",
             _profile("geometric"),
         ),
         Field(
-            "ratio", float, 0.99, "fixed", False, _positive, "p_i ∝ ratio**i", _profile("geometric")
+            "ratio",
+            float,
+            _default(geometric_probability, "ratio"),
+            "fixed",
+            False,
+            positive_finite,
+            "p_i ∝ ratio**i",
+            _profile("geometric"),
         ),
         Field(
-            "zipf_exponent", float, 1.0, "fixed", False, _positive, "power law", _profile("zipf")
+            "zipf_exponent",
+            float,
+            _default(zipf_probability, "exponent"),
+            "fixed",
+            False,
+            positive_finite,
+            "power law",
+            _profile("zipf"),
         ),
         Field(
             "max_probability",
             float,
-            0.3,
+            _default(zipf_probability, "max_probability"),
             "fixed",
             False,
             _probability,
@@ -265,7 +402,7 @@ SAE_FIELDS: dict[str, Field] = {
         Field(
             "min_probability",
             float,
-            0.01,
+            _default(zipf_probability, "min_probability"),
             "fixed",
             False,
             _probability,
@@ -279,47 +416,63 @@ SAE_FIELDS: dict[str, Field] = {
             "random",
             "fixed",
             False,
-            _one_of(["random", "orthogonal"]),
+            one_of(("random", "orthogonal")),
             "independent random unit directions, or orthogonal blocks of d_model",
         ),
-        Field("data_seed", int, 0, "fixed", False, _at_least(0), "directions and data streams"),
-        Field("d_sae", int, _REQUIRED, "fixed", False, _at_least(1), "dictionary size (latents)"),
+        Field(
+            "data_seed", int, 0, "fixed", False, non_negative_integer, "directions and data streams"
+        ),
+        # the SAE (superpose.sae.SAE's arguments; each kind's sparsity hyper-parameter
+        # defaults as in its class)
+        Field("d_sae", int, _REQUIRED, "fixed", False, positive_integer, "dictionary size"),
         Field(
             "l1_coefficient",
             float,
-            0.01,
+            _default(ReLUSAE, "l1_coefficient"),
             "fixed",
             True,
-            _at_least(0.0),
+            non_negative,
             "L1 penalty weight",
             _sparsity("l1_coefficient"),
         ),
-        Field("k", int, _REQUIRED, "fixed", True, _at_least(1), "active latents", _sparsity("k")),
+        Field(
+            "k",
+            int,
+            _default(TopKSAE, "k"),
+            "fixed",
+            True,
+            positive_integer,
+            "active latents per sample",
+            _sparsity("k"),
+        ),
         Field(
             "l0_coefficient",
             float,
-            0.003,
+            _default(JumpReLUSAE, "l0_coefficient"),
             "fixed",
             True,
-            _at_least(0.0),
+            non_negative,
             "L0 penalty weight",
             _sparsity("l0_coefficient"),
         ),
-        Field("seed", int, 0, "fixed", True, _at_least(0), "SAE initialisation seed"),
-        FIELDS["steps"],
-        FIELDS["batch_size"],
-        FIELDS["lr"],
-        FIELDS["schedule"],
-        FIELDS["warmup_steps"],
-        Field("sparsity_warmup_steps", int, 0, "training", False, _at_least(0), "penalty warm-up"),
-        Field("dead_window", int, 65536, "training", False, _at_least(1), "samples until dead"),
-        Field("eval_samples", int, 16384, "training", False, _at_least(1), "held-out samples"),
+        Field("seed", int, 0, "fixed", True, non_negative_integer, "SAE initialisation seed"),
+        *_training_fields("sae"),
+        Field(
+            "eval_samples",
+            int,
+            _default(evaluate, "n_samples"),
+            "training",
+            False,
+            positive_integer,
+            "held-out samples for the scores (superpose.sae.evaluate)",
+        ),
     ]
 }
 """Every field of an SAE cell's config (``task = "sae"``), in column order: the source
 (``n_features`` … ``data_seed``, see :func:`superpose.sweep.execute.sae_source`), the SAE
-(``sae_kind`` … ``seed``; per instance: the sparsity hyper-parameters and ``seed``) and its
-training (:func:`superpose.sae.train`; ``eval_samples`` for :func:`superpose.sae.evaluate`)."""
+(``sae_kind`` … ``seed``; per instance: the sparsity hyper-parameters and ``seed``), its
+trainer's settings (:data:`TRAINER_CONFIGS`) and ``eval_samples`` for
+:func:`superpose.sae.evaluate`."""
 
 
 def _sae_problem(config: Mapping[str, Any]) -> str | None:
@@ -345,6 +498,38 @@ TASKS: dict[str, dict[str, Field]] = {"toy": FIELDS, "sae": SAE_FIELDS}
 _PROBLEMS: dict[str, Callable[[Mapping[str, Any]], str | None]] = {"sae": _sae_problem}
 """Checks of a whole cell config, per task, beyond each field's own check."""
 
+
+def trainer_options(task: str, config: Mapping[str, Any]) -> dict[str, Scalar]:
+    """The keyword arguments of ``task``'s trainer that a cell's ``config`` holds: its values
+    of the trainer's settings (:data:`TRAINER_CONFIGS`); the trainer's defaults apply to the
+    settings in :data:`NOT_SWEPT`."""
+    fields = TASKS[task]
+    return {s.name: config[s.name] for s in settings(TRAINER_CONFIGS[task]) if s.name in fields}
+
+
+def fields_table(task: str = "toy") -> str:
+    """The fields of ``task``'s cells as an aligned plain-text table, one row per field: its
+    name, spec table, default, allowed values, which cells use it and its doc."""
+    if task not in TASKS:
+        raise ValueError(f"task must be one of {sorted(TASKS)}, got {task!r}")
+    rows = [["field", "table", "default", "allowed", "applies when", "doc"]]
+    rows += [list(f.describe().values()) for f in TASKS[task].values()]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = ("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in rows)
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def _problem(task: str, config: Mapping[str, Any]) -> str | None:
+    """What is wrong with a cell's combination of values, or None: its trainer's settings
+    together (a warm-up within ``steps``), then the task's own check (:data:`_PROBLEMS`)."""
+    try:
+        TRAINER_CONFIGS[task](**trainer_options(task, config))
+    except (ValueError, TypeError) as error:
+        return str(error)
+    problem_of = _PROBLEMS.get(task)
+    return problem_of(config) if problem_of else None
+
+
 EXECUTION_DEFAULTS: dict[str, int | float] = {"memory_budget_mb": 256.0, "max_chunk_cells": 2048}
 """``[execution]`` settings: the memory one packed chunk may use (estimated) and a cap on the
 cells per chunk (smaller chunks: finer progress and resume, more parallelism)."""
@@ -361,6 +546,8 @@ def _unknown(key: str, where: str, known: Sequence[str]) -> ValueError:
 def _misplaced(key: str, table: str, task: str) -> ValueError:
     """The error for a key that is not a field of ``task``'s ``[table]``."""
     fields = TASKS[task]
+    if key in NOT_SWEPT[task]:
+        return ValueError(f"{table}.{key}: a sweep does not offer {key}: {NOT_SWEPT[task][key]}")
     if key in fields:
         other = "training" if table == "fixed" else "fixed"
         return ValueError(f"{table}.{key}: {key} belongs in [{other}] (or [axes])")
@@ -372,26 +559,6 @@ def _misplaced(key: str, table: str, task: str) -> ValueError:
             )
     known = [k for k, f in fields.items() if f.table == table] if table != "axes" else list(fields)
     return _unknown(key, f"{table}.", known)
-
-
-def _coerce(fields: Mapping[str, Field], key: str, value: object) -> Scalar:
-    """Check one value of field ``key`` and return it as the field's type."""
-    spec_field = fields[key]
-    expected = spec_field.type
-    if expected is float and isinstance(value, int | np.integer) and not isinstance(value, bool):
-        value = float(value)
-    if expected is int and isinstance(value, np.integer):
-        value = int(value)
-    if isinstance(value, np.floating):
-        value = float(value)
-    if isinstance(value, bool) or not isinstance(value, expected):
-        raise TypeError(f"{key} must be {expected.__name__}, got {type(value).__name__} {value!r}")
-    if isinstance(value, float) and not math.isfinite(value):
-        raise ValueError(f"{key} must be finite, got {value!r}")
-    problem = spec_field.check(value)
-    if problem:
-        raise ValueError(f"{key} {problem}, got {value!r}")
-    return value
 
 
 def _axis_values(fields: Mapping[str, Field], key: str, axis: object) -> tuple[Scalar, ...]:
@@ -408,7 +575,7 @@ def _axis_values(fields: Mapping[str, Field], key: str, axis: object) -> tuple[S
         )
     if len(values) == 0:
         raise ValueError(f"{where} is empty: an axis needs at least one value")
-    coerced = tuple(_coerce(fields, key, v) for v in values)
+    coerced = tuple(fields[key].coerce(v) for v in values)
     if len(set(coerced)) != len(coerced):
         repeated = sorted({v for v in coerced if coerced.count(v) > 1}, key=str)
         raise ValueError(f"{where} repeats values {repeated}: every cell must be distinct")
@@ -520,7 +687,6 @@ def _grid(task: str, base: Mapping[str, Any], axes: Mapping[str, tuple]) -> list
     ``_REQUIRED``), in row-major order; raises a ValueError for a cell that misses a field it
     needs or combines values badly."""
     fields = TASKS[task]
-    problem_of = _PROBLEMS.get(task)
     keys = list(axes)
     cells: dict[str, Cell] = {}
     for point in itertools.product(*axes.values()):
@@ -533,7 +699,7 @@ def _grid(task: str, base: Mapping[str, Any], axes: Mapping[str, tuple]) -> list
                     f"{key} is required when {spec_field.condition()}: give it in "
                     f"[{spec_field.table}] or [axes]"
                 )
-        problem = problem_of(config) if problem_of else None
+        problem = _problem(task, config)
         if problem:
             shown = ", ".join(f"{k}={config[k]!r}" for k in keys)
             raise ValueError(f"{problem} (in the cell {shown or 'of the spec'})")
@@ -594,7 +760,7 @@ class SweepSpec:
             for key in values:
                 if key not in fields or fields[key].table != table:
                     raise _misplaced(key, table, self.task)
-            resolved[table] = {key: _coerce(fields, key, v) for key, v in values.items()}
+            resolved[table] = {key: fields[key].coerce(v) for key, v in values.items()}
         for key in self.axes:
             if key not in fields:
                 raise _misplaced(key, "axes", self.task)

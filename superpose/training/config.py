@@ -59,6 +59,14 @@ def positive_integer(name: str, value: Any) -> None:
     positive_int(name, value)
 
 
+def non_negative_integer(name: str, value: Any) -> None:
+    """An int ≥ 0."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int >= 0, got {type(value).__name__} {value!r}")
+    if value < 0:
+        raise ValueError(f"{name} must be an int >= 0, got {value!r}")
+
+
 def optional_positive_integer(name: str, value: Any) -> None:
     """None or an int ≥ 1."""
     if value is not None:
@@ -86,7 +94,7 @@ def one_of(choices: tuple[str, ...]) -> Check:
         if value not in choices:
             raise ValueError(f"{name} must be one of {choices}, got {value!r}")
 
-    check.__doc__ = f"One of {choices}."
+    check.__doc__ = f"One of {', '.join(choices)}."
     return check
 
 
@@ -125,7 +133,9 @@ class LoopConfig:
     schedule: str = setting(
         "constant", "learning-rate schedule after the warm-up", one_of(SCHEDULES)
     )
-    warmup_steps: int = setting(0, "linear learning-rate warm-up steps, in [0, steps]")
+    warmup_steps: int = setting(
+        0, "linear learning-rate warm-up steps, in [0, steps]", non_negative_integer
+    )
     log_every: int = setting(
         100, "steps per history entry, divergence check and on_log call", positive_integer
     )
