@@ -142,16 +142,17 @@ def test_diverged_cells_are_recorded_and_the_rest_train_as_alone(tmp_path):
         {
             "name": "diverge",
             "fixed": {"kind": "linear", "n_features": 2, "n_hidden": 1},
-            # importance 1e35 with lr 1e4 overflows float32 at once; importance 1 does not
-            "axes": {"relative_importance": [1.0, 1e35, 0.5], "seed": [0, 1]},
-            "training": {"steps": 20, "batch_size": 32, "lr": 1e4, "eval_samples": 256},
+            # importance 3e38 overflows float32 at once; importance 1 trains at lr 1 (at lr 1e4,
+            # the 0.4 setting, importance 1 blows up too: its loss rises above 1e4× its start)
+            "axes": {"relative_importance": [1.0, 3e38, 0.5], "seed": [0, 1]},
+            "training": {"steps": 20, "batch_size": 32, "lr": 1.0, "eval_samples": 256},
         }
     )
     summary = sweep.run(spec, out=tmp_path, progress=False)
     assert (summary.done, summary.failed) == (4, 2)
     assert "diverged" in str(summary)
     frame = by_hash(sweep.load(tmp_path))
-    bad = frame[frame.relative_importance > 1e30]
+    bad = frame[frame.relative_importance > 1e38]
     assert set(bad.status) == {"diverged"} and bad.final_loss.isna().all()
     assert bad.error.str.contains("NaN/inf").all()
     good = spec.cells()[4]
@@ -328,3 +329,20 @@ def test_readers_see_consistent_results_while_a_sweep_writes(tmp_path):
         writer.join()
     assert counts == sorted(counts) and len(set(counts)) > 2, counts
     assert len(sweep.load(tmp_path)) == 12
+
+
+def test_a_finite_blow_up_is_stored_as_diverged(tmp_path):
+    """0.4 stored cells at lr = 1e6 as done with final losses near 1e22."""
+    spec = SweepSpec.from_dict(
+        {
+            "name": "blow-up",
+            "fixed": {"kind": "relu", "n_features": 5, "n_hidden": 2},
+            "axes": {"lr": [1e-3, 1e6]},
+            "training": {"steps": 200, "batch_size": 64, "eval_samples": 256},
+        }
+    )
+    summary = sweep.run(spec, out=tmp_path, progress=False)
+    assert (summary.done, summary.failed) == (1, 1)
+    frame = sweep.load(tmp_path).set_index("lr")
+    assert frame.loc[1e6, "status"] == "diverged" and "rose above" in frame.loc[1e6, "error"]
+    assert frame.loc[1e-3, "status"] == "done" and frame.loc[1e-3, "final_loss"] < 1

@@ -78,6 +78,9 @@ def test_the_rule_on_constructed_losses():
         check_interval(torch.tensor([[1.0, 3e4], [1.0, 3e4]]), 10, reference)
     with pytest.raises(TrainingDiverged, match=r"NaN/inf at step 3 for instance\(s\) \[0\]"):
         check_interval(torch.tensor([[1.0, 1.0], [float("inf"), 1e9]]), 2, reference)
+    huge = torch.tensor([[3e38, 1.0], [3e38, 1.0]])  # finite steps, an overflowing mean
+    with pytest.raises(TrainingDiverged, match=r"NaN/inf at step 3 for instance\(s\) \[0\]"):
+        check_interval(huge, 2, torch.tensor([3e38, 1.0]))
     assert DIVERGENCE_FACTOR == 1e4
 
 

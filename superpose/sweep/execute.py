@@ -34,6 +34,7 @@ from superpose.analysis import scalar_metrics
 from superpose.data import SparseFeatures, geometric_probability, zipf_probability
 from superpose.fast import batch_loss
 from superpose.models import ToyModel
+from superpose.runtime import auto_threads, cpu_threads
 from superpose.sae import Superposed, evaluate
 from superpose.sae import train as train_sae
 from superpose.sweep.cells import STATUSES as STATUSES  # re-exported: it was defined here
@@ -41,7 +42,8 @@ from superpose.sweep.cells import CellResult, build_sae
 from superpose.sweep.packing import Chunk
 from superpose.sweep.spec import Cell, trainer_options
 from superpose.sweep.streams import EVAL_STREAM, TRAIN_STREAM, CellStreams, stream_seed
-from superpose.train import TrainingDiverged, auto_threads, cpu_threads, train
+from superpose.train import train
+from superpose.training import TrainingDiverged
 
 
 @torch.no_grad()
@@ -66,7 +68,7 @@ def _train_toy_cells(cells: list[Cell], device: str, threads: int | None) -> lis
 
     The model's instances are the cells ordered by feature probability, so that the compact
     batches (:meth:`CellStreams.stream_rows`) group cells of similar sparsity; the torch
-    threads are ``threads``, or :func:`~superpose.train.auto_threads` of the chunk's step."""
+    threads are ``threads``, or :func:`superpose.runtime.auto_threads` of the chunk's step."""
     order = sorted(range(len(cells)), key=lambda k: float(cells[k].config["feature_probability"]))
     config = cells[0].config
     elements = len(cells) * int(config["batch_size"]) * int(config["n_features"])
@@ -74,7 +76,9 @@ def _train_toy_cells(cells: list[Cell], device: str, threads: int | None) -> lis
         with cpu_threads(threads or auto_threads(elements)):  # training and the held-out loss
             results = _train_toy_model([cells[k] for k in order], device)
     except TrainingDiverged as error:
-        raise TrainingDiverged(error.step, [order[k] for k in error.instances]) from None
+        raise TrainingDiverged(
+            error.step, [order[k] for k in error.instances], error.reason
+        ) from None
     by_cell = dict(zip(order, results, strict=True))
     return [by_cell[k] for k in range(len(cells))]
 
@@ -155,22 +159,24 @@ def sae_source(config: Mapping[str, Any], device: str | torch.device = "cpu") ->
 
 
 def _train_sae_cells(cells: list[Cell], device: str, threads: int | None) -> list[CellResult]:
-    """Train SAE ``cells`` as one batched SAE on ``threads`` torch threads (None: as set);
-    one result per cell, in order; raises TrainingDiverged like the trainer."""
+    """Train SAE ``cells`` as one batched SAE on ``threads`` torch threads (None: the
+    trainer's choice by the step's size; the scores then on the process's threads); one
+    result per cell, in order; raises TrainingDiverged like the trainer."""
     config = cells[0].config
     data_seed = int(config["data_seed"])
     source = sae_source(config, device)
     model = build_sae([cell.config for cell in cells])
+    result = train_sae(
+        model,
+        source,
+        **trainer_options("sae", config),
+        log_every=SAE_LOG_EVERY,
+        seed=stream_seed(data_seed, TRAIN_STREAM),
+        device=device,
+        progress=False,
+        threads=threads,
+    )
     with cpu_threads(threads) if threads else nullcontext():
-        result = train_sae(
-            model,
-            source,
-            **trainer_options("sae", config),
-            log_every=SAE_LOG_EVERY,
-            seed=stream_seed(data_seed, TRAIN_STREAM),
-            device=device,
-            progress=False,
-        )
         scores = evaluate(
             model,
             source,
@@ -203,8 +209,8 @@ _TRAINERS = {"toy": _train_toy_cells, "sae": _train_sae_cells}
 def run_chunk(chunk: Chunk, device: str = "cpu", threads: int | None = None) -> list[CellResult]:
     """Train every cell of ``chunk`` on ``device``; one :class:`CellResult` per cell.
 
-    ``threads``: torch CPU threads for the chunk (None: toy cells choose by the step's size,
-    :func:`~superpose.train.auto_threads`; SAE cells use the process's setting).
+    ``threads``: torch CPU threads for the chunk (None: by the step's size,
+    :func:`superpose.runtime.auto_threads`).
 
     Never raises for a training failure: diverged cells and failed chunks come back as
     results with a status and an error message.
@@ -218,7 +224,7 @@ def run_chunk(chunk: Chunk, device: str = "cpu", threads: int | None = None) -> 
             pending = []
         except TrainingDiverged as error:
             bad = set(error.instances)
-            message = f"diverged: loss became NaN/inf at step {error.step}"
+            message = f"diverged: {error.what} at step {error.step}"
             results += [
                 CellResult(cell, "diverged", message, device=str(device))
                 for k, cell in enumerate(pending)

@@ -2,7 +2,8 @@
 
 An instance *diverges* when, over any logging interval, its training loss
 
-* is NaN or infinite at some step (the step named is that one), or
+* is NaN or infinite at some step (the step named is that one), or sums to an infinite
+  interval mean (float32 overflow of huge losses; the step named is the interval's last), or
 * has a mean above :data:`DIVERGENCE_FACTOR` times its loss at the first step, before any
   update (the step named is the interval's last; an instance whose first loss was exactly 0,
   say a first batch without an active feature, is held to the first rule only).
@@ -35,15 +36,17 @@ class TrainingDiverged(RuntimeError):
         self.step = step
         self.instances = instances
         self.reason = reason
-        what = (
-            "became NaN/inf"
-            if reason == "nan"
-            else f"rose above {DIVERGENCE_FACTOR:g} times its first step's value"
-        )
         super().__init__(
-            f"loss {what} at step {step} for instance(s) {instances}; "
+            f"{self.what} at step {step} for instance(s) {instances}; "
             "try a smaller lr or check the data"
         )
+
+    @property
+    def what(self) -> str:
+        """What happened, in words (without the step and instances)."""
+        if self.reason == "nan":
+            return "loss became NaN/inf"
+        return f"loss rose above {DIVERGENCE_FACTOR:g} times its first step's value"
 
 
 def check_interval(losses: torch.Tensor, first_step: int, reference: torch.Tensor) -> None:
@@ -61,7 +64,11 @@ def check_interval(losses: torch.Tensor, first_step: int, reference: torch.Tenso
     if bad.any():
         row = int(bad.any(dim=1).nonzero()[0])
         raise TrainingDiverged(first_step + row, bad[row].nonzero().flatten().tolist())
-    blown = (losses.mean(0) > DIVERGENCE_FACTOR * reference) & (reference > 0)
+    last = first_step + losses.shape[0] - 1
+    mean = losses.double().mean(0)  # float64: a blow-up is told apart from a float32 overflow
+    blown = (mean > DIVERGENCE_FACTOR * reference.double()) & (reference > 0)
     if blown.any():
-        last = first_step + losses.shape[0] - 1
         raise TrainingDiverged(last, blown.nonzero().flatten().tolist(), "blow-up")
+    overflow = ~torch.isfinite(losses.mean(0))  # the history's float32 mean
+    if overflow.any():
+        raise TrainingDiverged(last, overflow.nonzero().flatten().tolist())
