@@ -82,7 +82,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from superpose import __version__
+from superpose._version import __version__
 from superpose.io import CorruptFile, load_tensors, save_json, save_tensors
 from superpose.sae.base import SAE, SparseAutoencoder
 from superpose.sae.topk import THRESHOLD_DECAY
