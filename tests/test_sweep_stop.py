@@ -131,8 +131,9 @@ def _end(process: subprocess.Popen, workers: list[int]) -> None:
     _kill(workers)
     process.kill()
     process.wait()
-    process.stdout.close()
-    process.stderr.close()
+    for stream in (process.stdout, process.stderr):
+        if stream is not None:
+            stream.close()
 
 
 def _resume(spec: Path, out: Path, stored: int, capsys: pytest.CaptureFixture) -> None:
@@ -321,3 +322,48 @@ def test_an_exception_in_a_worker_reaches_the_caller(tmp_path, monkeypatch):
     with pytest.raises(OSError, match="disk on fire in chunk"):
         sweep.run(_spec(), out=out, progress=False, workers=2)
     assert not (out / LOCK).exists()
+
+
+WATCHED = """
+import os, sys, time
+import multiprocessing
+from pathlib import Path
+
+from superpose.sweep import backends
+
+
+def worker(parent, ready):
+    sys.platform = "darwin"  # as off Linux: no PR_SET_PDEATHSIG, the watchdog thread
+    backends._follow_parent(parent)
+    Path(ready).touch()
+    time.sleep(60)
+
+
+if __name__ == "__main__":
+    process = multiprocessing.get_context("spawn").Process(
+        target=worker, args=(os.getpid(), sys.argv[1])
+    )
+    process.start()
+    print(process.pid, flush=True)
+    time.sleep(60)
+"""
+
+
+@pytest.mark.slow
+def test_off_linux_a_watchdog_ends_the_worker_with_its_parent(tmp_path):
+    script, ready = tmp_path / "watched.py", tmp_path / "ready"
+    script.write_text(WATCHED)
+    parent = subprocess.Popen(
+        [sys.executable, str(script), str(ready)], cwd=ROOT, stdout=subprocess.PIPE, text=True
+    )
+    worker = [int(parent.stdout.readline())]
+    try:
+        deadline = time.monotonic() + 120
+        while not ready.exists():
+            assert time.monotonic() < deadline, "the worker did not start in 120 s"
+            time.sleep(0.02)
+        parent.kill()
+        parent.wait()
+        assert _left(worker) == []
+    finally:
+        _end(parent, worker)
