@@ -11,8 +11,12 @@ superpose reproduce NAME           run an experiment, then draw its figure
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from superpose import registry
@@ -29,8 +33,33 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+class _Terminated(BaseException):
+    """SIGTERM arrived during a sweep (a BaseException, as KeyboardInterrupt, so that no
+    ``except Exception`` on the way catches it)."""
+
+
+def _raise_terminated(signum: int, frame: object) -> None:
+    raise _Terminated
+
+
+@contextmanager
+def _sigterm_raises() -> Iterator[None]:
+    """Within the block, SIGTERM (kill, SLURM, systemd, container runtimes) raises
+    :class:`_Terminated` in the main thread, so that the sweep stops as on Ctrl-C."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def _sweep(args: argparse.Namespace) -> int:
     from superpose import sweep
+    from superpose.sweep.backends import WorkerDied
+    from superpose.sweep.runner import RESULTS, finished_cells
 
     if args.fields:
         print(sweep.fields_table(args.fields))
@@ -40,19 +69,32 @@ def _sweep(args: argparse.Namespace) -> int:
     if args.dry_run:
         print(sweep.plan(args.spec, args.out, args.workers, args.backend, args.device))
         return 0
+    spec = sweep.SweepSpec.from_toml(args.spec)
     try:
-        summary = sweep.run(
-            args.spec,
-            out=args.out,
-            backend=args.backend,
-            address=args.address,
-            device=args.device,
-            progress=not args.quiet,
-            workers=args.workers,
-        )
+        with _sigterm_raises():
+            summary = sweep.run(
+                spec,
+                out=args.out,
+                backend=args.backend,
+                address=args.address,
+                device=args.device,
+                progress=not args.quiet,
+                workers=args.workers,
+            )
     except sweep.StoreLocked as error:  # another run writes there: one line, no traceback
         print(f"superpose sweep: error: {error}", file=sys.stderr)
         return 2
+    except (WorkerDied, KeyboardInterrupt, _Terminated) as error:  # stopped: one line
+        out = RESULTS / spec.name if args.out is None else Path(args.out)
+        stored = (
+            f"{finished_cells(spec, out)} of {len(spec.cells())} cells stored in {out}; "
+            "rerun the same command to resume"
+        )
+        if isinstance(error, WorkerDied):
+            print(f"superpose sweep: error: {error}; {stored}", file=sys.stderr)
+            return 1
+        print(f"interrupted: {stored}", file=sys.stderr)
+        return 130 if isinstance(error, KeyboardInterrupt) else 143
     print(summary)
     return 1 if summary.failed else 0
 

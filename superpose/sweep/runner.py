@@ -2,11 +2,12 @@
 
 Resume: a cell is identified by the hash of its full config. Rerunning a spec (or a changed
 spec whose cells partly match) skips every cell whose row says ``done`` or ``diverged`` and
-trains only the others; results are written chunk by chunk, so a killed sweep loses only the
-chunks in flight. Cells with status ``error`` are retried, and so are finished cells whose
-weight file is missing, truncated or altered (checked against the size and SHA-256 in their
-row). One process writes to a store at a time: a second ``run`` on the same folder raises
-:class:`~superpose.sweep.lock.StoreLocked`; a lock left by a killed run is taken over.
+trains only the others; results are written chunk by chunk, so a killed or interrupted sweep
+loses only the chunks in flight. Cells with status ``error`` are retried, and so are finished
+cells whose weight file is missing, truncated or altered (checked against the size and
+SHA-256 in their row). One process writes to a store at a time: a second ``run`` on the same
+folder raises :class:`~superpose.sweep.lock.StoreLocked`; a lock left by a killed run is taken
+over.
 """
 
 from __future__ import annotations
@@ -75,6 +76,19 @@ def _finished(store: ResultStore, cells: list[Cell]) -> tuple[set[str], list[Cor
     whose weight files are missing or corrupt (to retrain)."""
     damaged = store.damaged(cell.config_hash for cell in cells)
     return store.finished() - {error.config_hash for error in damaged}, damaged
+
+
+def finished_cells(spec: SweepSpec | str | Path, out: str | Path | None = None) -> int:
+    """How many cells of ``spec`` have a finished row (``done`` or ``diverged``) in the store
+    at ``out`` (default ``results/<name>``): 0 when there is no store yet. Weight files are not
+    checked (:func:`plan` does)."""
+    spec = as_spec(spec)
+    out = _out(spec, out)
+    if not (out / DATABASE).is_file():
+        return 0
+    with ResultStore(out, readonly=True) as store:
+        finished = store.finished()
+    return sum(cell.config_hash in finished for cell in spec.cells())
 
 
 def resolve_workers(workers: int | None, backend: str = "local", device: str = "cpu") -> int:
@@ -164,9 +178,15 @@ def run(
     Returns:
         A :class:`SweepSummary`; diverged or failed cells do not stop the sweep.
 
+    Stopping: an exception here, Ctrl-C (``KeyboardInterrupt``) included, kills the local
+    backend's worker processes at once (their chunks are lost; finished chunks are stored),
+    releases the store's lock and propagates. Rerunning resumes.
+
     Raises:
         StoreLocked: another live process is writing to ``out``.
         CorruptFile: ``out/sweep.sqlite`` is not an SQLite database, or a damaged one.
+        WorkerDied: a local worker process ended while it trained a chunk (e.g. the
+            out-of-memory killer); the other workers are killed.
     """
     start = time.perf_counter()
     spec = as_spec(spec)
