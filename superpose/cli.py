@@ -26,7 +26,9 @@ def _demo(args: argparse.Namespace) -> int:
     from superpose.demo import run_demo
 
     start = time.perf_counter()
-    paths = run_demo(args.out, steps=args.steps, device=args.device, progress=not args.quiet)
+    paths = run_demo(
+        args.out, steps=args.steps, device=args.device, progress=False if args.quiet else None
+    )
     print(f"demo finished in {time.perf_counter() - start:.1f} s; wrote:")
     for path in paths:
         print(f"  {path}")
@@ -78,7 +80,7 @@ def _sweep(args: argparse.Namespace) -> int:
                 backend=args.backend,
                 address=args.address,
                 device=args.device,
-                progress=not args.quiet,
+                progress=False if args.quiet else None,
                 workers=args.workers,
             )
     except sweep.StoreLocked as error:  # another run writes there: one line, no traceback
@@ -139,7 +141,11 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", default="superpose-demo", help="results folder")
     demo.add_argument("--steps", type=int, default=5000, help="training steps per model")
     demo.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N or auto")
-    demo.add_argument("--quiet", action="store_true", help="no progress bars")
+    demo.add_argument(
+        "--quiet",
+        action="store_true",
+        help="no progress bars (they show on a terminal only, never in a log file)",
+    )
     demo.set_defaults(run=_demo)
 
     sweep = commands.add_parser("sweep", help="run or resume a sweep from a TOML spec")
@@ -170,7 +176,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="local backend: chunks trained at a time (default: one per CPU core; 1 on a GPU)",
     )
     sweep.add_argument("--dry-run", action="store_true", help="print the cells and packing plan")
-    sweep.add_argument("--quiet", action="store_true", help="no progress bar")
+    sweep.add_argument(
+        "--quiet",
+        action="store_true",
+        help="no progress bar (it shows on a terminal only, never in a log file)",
+    )
     sweep.set_defaults(run=_sweep)
 
     figure = commands.add_parser("figure", help="redraw figures from stored results")

@@ -30,7 +30,7 @@ def train_intro(
     lr: float = 1e-2,
     seeds: Sequence[int] = SEEDS,
     device: str = "cpu",
-    progress: bool = True,
+    progress: bool | None = None,
 ) -> list[Path]:
     """Train linear and ReLU-output models, ``len(seeds)`` instances per feature probability,
     keep each probability's lowest-loss instance, and write ``weights.safetensors``
@@ -112,7 +112,7 @@ def run_demo(
     out: str | Path = "superpose-demo",
     steps: int = 5000,
     device: str = "cpu",
-    progress: bool = True,
+    progress: bool | None = None,
 ) -> list[Path]:
     """``superpose demo``: :func:`train_intro` then :func:`draw_intro`, both into ``out``."""
     return [*train_intro(out, steps, device=device, progress=progress), *draw_intro(out, out)]

@@ -25,11 +25,12 @@ Example::
     model = sweep.load_model("results/sae_grid", scores.config_hash[0])  # a 1-instance SAE
 """
 
+from superpose.sweep.backends import WorkerDied
 from superpose.sweep.cells import CellResult
 from superpose.sweep.execute import run_chunk, sae_source
 from superpose.sweep.lock import StoreLocked
 from superpose.sweep.packing import Chunk, pack
-from superpose.sweep.runner import SweepSummary, plan, resolve_workers, run
+from superpose.sweep.runner import SweepSummary, finished_cells, plan, resolve_workers, run
 from superpose.sweep.spec import (
     FIELDS,
     SAE_FIELDS,
@@ -54,7 +55,9 @@ __all__ = [
     "StoreLocked",
     "SweepSpec",
     "SweepSummary",
+    "WorkerDied",
     "fields_table",
+    "finished_cells",
     "load",
     "load_model",
     "load_weights",

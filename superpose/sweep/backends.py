@@ -38,10 +38,10 @@ from multiprocessing.process import BaseProcess
 import torch
 
 from superpose._checks import resolve_device
+from superpose.runtime import available_cores
 from superpose.sweep.cells import CellResult
 from superpose.sweep.execute import run_chunk
 from superpose.sweep.packing import Chunk
-from superpose.train import available_cores
 
 START_METHOD = "fork" if sys.platform == "linux" else "spawn"
 """How the local backend starts its worker processes: fork on Linux (as torch's DataLoader

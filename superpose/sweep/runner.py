@@ -21,11 +21,12 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from superpose._checks import resolve_device
+from superpose.runtime import available_cores
 from superpose.sweep.backends import BACKENDS
 from superpose.sweep.packing import describe, pack
 from superpose.sweep.spec import Cell, SweepSpec, as_spec
 from superpose.sweep.store import DATABASE, CorruptWeights, ResultStore
-from superpose.train import available_cores
+from superpose.training.loop import progress_disabled
 
 RESULTS = Path("results")
 """Default parent folder of sweep results: ``results/<spec name>``."""
@@ -93,7 +94,7 @@ def finished_cells(spec: SweepSpec | str | Path, out: str | Path | None = None) 
 
 def resolve_workers(workers: int | None, backend: str = "local", device: str = "cpu") -> int:
     """Chunks trained at a time by the local backend: ``workers``, or by default one per CPU
-    core this process may use (:func:`~superpose.train.available_cores`) on the CPU and 1 on
+    core this process may use (:func:`~superpose.runtime.available_cores`) on the CPU and 1 on
     a GPU. The Ray backend takes no ``workers`` (the cluster decides) and packs for 1."""
     if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int)):
         raise TypeError(f"workers must be an int or None, got {workers!r}")
@@ -156,7 +157,7 @@ def run(
     backend: str = "local",
     address: str | None = None,
     device: str = "cpu",
-    progress: bool = True,
+    progress: bool | None = None,
     workers: int | None = None,
 ) -> SweepSummary:
     """Train every unfinished cell of ``spec`` and store the results.
@@ -167,7 +168,8 @@ def run(
         backend: ``"local"`` or ``"ray"`` (see :mod:`superpose.sweep.backends`).
         address: Ray cluster address (``"auto"`` joins a running cluster); Ray only.
         device: ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"auto"``.
-        progress: show a progress bar over cells.
+        progress: a progress bar over cells: True shows it, False hides it, None (default)
+            shows it on a terminal only.
         workers: local backend: chunks trained at a time, each in its own process on the
             CPU (:func:`resolve_workers`; default one per core on a CPU, 1 on a GPU). A
             cell's result does not depend on it (each cell trains as it would alone).
@@ -217,7 +219,9 @@ def run(
         todo = [cell for cell in cells if cell.config_hash not in finished]
         summary.skipped = len(cells) - len(todo)
         chunks = pack(todo, **spec.execution, workers=workers)
-        bar = tqdm(total=len(todo), desc=spec.name, unit="cell", disable=not progress)
+        bar = tqdm(
+            total=len(todo), desc=spec.name, unit="cell", disable=progress_disabled(progress)
+        )
         results = BACKENDS[backend](chunks, device, address, workers)
         try:
             for chunk_results in results:
