@@ -1,4 +1,12 @@
-"""Memorization and double descent: test loss, dimensionalities and geometry against T."""
+"""Memorization and double descent: test loss, dimensionalities and geometry against T.
+
+Regimes, by a rule (:func:`regimes`): at each T compare the largest dimensionality of a
+training point with the largest of a feature (both averaged over seeds) through ``r(T) =
+log(max data dim / max feature dim)``, smooth ``r`` by a running mean over three neighbouring
+T, and call every T below the crossover ``T*`` (the first T from which the smoothed ``r``
+stays ≤ 0) memorizing and every T from ``T*`` on generalizing. One boundary, so the labels
+cannot alternate with seed noise in the dimensionalities.
+"""
 
 from __future__ import annotations
 
@@ -27,6 +35,24 @@ def _shade_regimes(ax: Axes, sizes: np.ndarray, memorizing: np.ndarray) -> None:
         ax.axvspan(low, high, color=DATA_COLOR if memo else FEATURE_COLOR, alpha=0.07, lw=0)
 
 
+SMOOTHING = 3
+"""Neighbouring T in the running mean of the log dimensionality ratio."""
+
+
+def regimes(max_data: np.ndarray, max_feature: np.ndarray) -> tuple[np.ndarray, int]:
+    """``(memorizing, crossover)`` for per-T largest data and feature dimensionalities (T
+    ascending): ``r = log(max_data / max_feature)`` smoothed by a running mean over
+    :data:`SMOOTHING` neighbours (fewer at the ends); ``crossover`` is the first index from
+    which the smoothed ``r`` stays ≤ 0 (``len`` if it never does) and ``memorizing`` is True
+    before it."""
+    ratio = np.log(np.maximum(max_data, 1e-12) / np.maximum(max_feature, 1e-12))
+    half = SMOOTHING // 2
+    smooth = np.array([ratio[max(0, i - half) : i + half + 1].mean() for i in range(len(ratio))])
+    above = np.nonzero(smooth > 0)[0]
+    crossover = int(above[-1]) + 1 if len(above) else 0
+    return np.arange(len(ratio)) < crossover, crossover
+
+
 def main(results: Path, out: Path) -> list[Path]:
     """Draw ``out/double_descent.{png,pdf}`` from ``results/double_descent/runs.safetensors``."""
     path = Path(results) / "double_descent" / "runs.safetensors"
@@ -39,7 +65,7 @@ def main(results: Path, out: Path) -> list[Path]:
     feature_dim = [stored[f"feature_dimensionality/{T}"].numpy() for T in sizes]
     max_data = np.array([d.max(-1).mean() for d in data_dim])
     max_feature = np.array([d.max(-1).mean() for d in feature_dim])
-    memorizing = max_data > max_feature  # the training points hold the largest dimensionality
+    memorizing, crossover = regimes(max_data, max_feature)
     shown = [T for T in GEOMETRY_SIZES if T in sizes]
     if len(shown) < 3:  # another size list (e.g. a quick run): up to five spread over it
         shown = sorted(
@@ -70,11 +96,22 @@ def main(results: Path, out: Path) -> list[Path]:
     )
     loss_ax.set_xscale("log")
     loss_ax.set_yscale("log")
-    loss_ax.set_ylim(0.01, 20)  # the memorized train losses fall far below
+    losses = np.concatenate([test_loss.ravel(), train_loss.ravel()])
+    losses = losses[losses > 0]
+    loss_ax.set_ylim(max(losses.min() / 2, 1e-6), losses.max() * 3)  # the whole range
+    loss_ax.axhline(1.0, color="0.3", lw=0.8, ls=":", label="1: an all-zero output")
+    if 0 < crossover < len(sizes):
+        boundary = float(np.sqrt(sizes[crossover - 1] * sizes[crossover]))
+        loss_ax.axvline(boundary, color="0.3", lw=0.8, ls="-.")
+        dim_ax_boundary = boundary
+    else:
+        dim_ax_boundary = None
     loss_ax.set_xlabel("training set size T")
     loss_ax.set_ylabel("loss  Σᵢ (xᵢ − x'ᵢ)²  (mean over samples)")
     loss_ax.set_title(
-        "Test loss against T (red: memorizing, blue: generalizing regime)", fontsize=10
+        "Test loss against T; shading: memorizing (red, T < T*) / generalizing (blue)\n"
+        "T*: the smoothed largest data dimensionality falls below the largest feature one",
+        fontsize=9,
     )
     loss_ax.legend(fontsize=8, loc="lower left")
     loss_ax.grid(alpha=0.3)
@@ -90,6 +127,8 @@ def main(results: Path, out: Path) -> list[Path]:
     dim_ax.plot(sizes, max_feature, color=FEATURE_COLOR, lw=1.5, label="features (max)")
     m = config["n_hidden"]
     dim_ax.plot(sizes, np.minimum(1.0, m / sizes), "k:", lw=1, label="m/T (a regular T-gon)")
+    if dim_ax_boundary is not None:
+        dim_ax.axvline(dim_ax_boundary, color="0.3", lw=0.8, ls="-.", label="T* (regime rule)")
     dim_ax.set_xscale("log")
     dim_ax.set_yscale("log")
     dim_ax.set_ylim(1e-3, 1.5)

@@ -1,5 +1,6 @@
 """Memorization and double descent at a small size (Henighan et al. 2023's claims)."""
 
+import numpy as np
 import pytest
 import torch
 
@@ -104,3 +105,16 @@ def test_quick_sweep_then_figure(tmp_path):
     assert stored["peak_index"].shape == stored["peak_height"].shape == (2,)
     rows = (results / "double_descent_sweep" / "losses.csv").read_text()
     assert rows.count("\n") == 1 + 2 * 3 * 2
+
+
+def test_the_regime_rule_draws_one_boundary_through_noisy_dimensionalities():
+    figure = registry.load("figures", "double-descent")
+    features = np.full(7, 0.1)
+    # the data dimensionality falls through the features' with one noisy flip on each side
+    data = np.array([1.0, 0.5, 0.09, 0.2, 0.05, 0.11, 0.01])
+    memorizing, crossover = figure.regimes(data, features)
+    # log ratios 2.30, 1.61, -0.11, 0.69, -0.69, 0.10, -2.30; running means of three:
+    # 1.96, 1.27, 0.73, -0.04, 0.03, -0.96, -1.10 → last positive at index 4
+    assert crossover == 5
+    assert memorizing.tolist() == [True] * 5 + [False] * 2
+    assert figure.regimes(np.full(3, 0.01), np.full(3, 0.1))[1] == 0  # generalizing throughout

@@ -150,7 +150,7 @@ def test_evaluate_without_directions_scores_what_needs_no_ground_truth():
     source = sae.Activations(data, seed=0)
     model = _model()
     scores = sae.evaluate(model, source, n_samples=1000, seed=7, batch_size=300)
-    truthless = ["mmcs", "mcc", "recovered", "precision", "recall", "f1"]
+    truthless = ["mmcs", "mcc", "recovered", "precision", "recall", "f1", "latent_f1"]
     assert scores[truthless].isna().all().all()
     assert (
         scores[["l0", "dead_fraction", "mse", "explained_variance", "shrinkage"]]

@@ -1,6 +1,7 @@
 """Recovery scores: exact values on constructed dictionaries and hand-made activations."""
 
 import math
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -129,6 +130,7 @@ def test_evaluate_on_a_perfect_and_a_shrunk_dictionary():
     assert perfect["shrinkage"].item() == pytest.approx(0.0, abs=1e-5)
     for column in ("precision", "recall", "f1"):  # latent j fires exactly when feature j is on
         assert perfect[column].item() == pytest.approx(1.0)
+        assert perfect[f"latent_{column}"].item() == pytest.approx(1.0)
     # L0 = mean active features (the same draws: one chunk of 4000 < batch_size)
     _, f = source.sample_with_features(4000, generator=torch.Generator().manual_seed(3))
     assert perfect["l0"].item() == pytest.approx((f > 0).sum(-1).float().mean().item())
@@ -158,6 +160,79 @@ def test_evaluate_counts_dead_latents_and_firing_precision():
     scores = evaluate(dead, source, n_samples=1000)
     assert scores["dead_fraction"].item() == 0.5
     assert scores["precision"].item() == 0.5 and scores["recall"].item() == 0.5
+    # per latent: the dead latent scores 0 against its best feature, the other 1
+    assert scores["latent_precision"].item() == 0.5 and scores["latent_f1"].item() == 0.5
+
+
+def _evaluated_features(source, n_samples, seed):
+    """The feature values ``(n_samples, n_features)`` behind evaluate's samples (one chunk:
+    ``n_samples`` at most its batch_size, 4096)."""
+    return source.sample_with_features(n_samples, 1, torch.Generator().manual_seed(seed))[1][0]
+
+
+def test_per_latent_f1_counts_a_duplicated_latent_as_right_and_the_matching_does_not():
+    """3 orthogonal features, latents 0 and 1 exact, latent 2 a copy of latent 0 (feature 2
+    has no latent). SynthSAEBench's per-latent F1: every latent fires exactly with its best
+    feature, so 1. The Hungarian pairs must give feature 2 a latent that reads feature 0 (or
+    latent 0 while latent 2 takes feature 0): its precision is P(f2 on | f0 on), its recall
+    P(f0 on | f2 on), both counted exactly from the same draws."""
+    source = Superposed(superpose.SparseFeatures(3, 0.5, seed=0), d_model=3, orthogonal=True)
+    sae = _perfect_relu_sae(source.directions)
+    with torch.no_grad():
+        sae.W_enc[0, :, 2] = source.directions[0]
+        sae.W_dec[0, 2] = source.directions[0]
+    scores = evaluate(sae, source, n_samples=4000, seed=5)
+    for column in ("latent_precision", "latent_recall", "latent_f1"):
+        assert scores[column].item() == pytest.approx(1.0)
+    on = _evaluated_features(source, 4000, 5) > 0
+    both = (on[:, 0] & on[:, 2]).sum().item()
+    precision, recall = both / on[:, 0].sum().item(), both / on[:, 2].sum().item()
+    assert scores["precision"].item() == pytest.approx((2 + precision) / 3, rel=1e-6)
+    assert scores["recall"].item() == pytest.approx((2 + recall) / 3, rel=1e-6)
+    wrong_pair_f1 = 2 * precision * recall / (precision + recall)
+    assert scores["f1"].item() == pytest.approx((2 + wrong_pair_f1) / 3, rel=1e-6)
+    assert 0.8 < scores["f1"].item() < 0.87  # (2 + ~0.5) / 3
+
+
+def test_a_latent_that_fires_on_the_wrong_feature():
+    """Latent 0 writes feature 0's direction but reads feature 1's: against its best feature
+    (feature 0) it has precision P(f0 | f1) and recall P(f1 | f0); latent 1 is exact."""
+    source = Superposed(superpose.SparseFeatures(2, 0.25, seed=0), d_model=2, orthogonal=True)
+    sae = _perfect_relu_sae(source.directions)
+    with torch.no_grad():
+        sae.W_enc[0, :, 0] = source.directions[1]
+    scores = evaluate(sae, source, n_samples=4000, seed=2)
+    on = _evaluated_features(source, 4000, 2) > 0
+    both = (on[:, 0] & on[:, 1]).sum().item()
+    precision, recall = both / on[:, 1].sum().item(), both / on[:, 0].sum().item()
+    f1 = 2 * precision * recall / (precision + recall)
+    assert scores["latent_precision"].item() == pytest.approx((1 + precision) / 2, rel=1e-6)
+    assert scores["latent_recall"].item() == pytest.approx((1 + recall) / 2, rel=1e-6)
+    assert scores["latent_f1"].item() == pytest.approx((1 + f1) / 2, rel=1e-6)
+    assert scores["latent_f1"].item() == pytest.approx(0.625, abs=0.02)  # (1 + 1/4) / 2
+    # both latents are the Hungarian pairs too: the two definitions agree here
+    assert scores["f1"].item() == pytest.approx(scores["latent_f1"].item())
+
+
+def test_per_latent_scores_equal_saelens_synthetic_evals():
+    """SAELens's ClassificationMetricsCalculator on the same latents and feature values."""
+    pytest.importorskip("sae_lens")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        from sae_lens.synthetic.evals import ClassificationMetricsCalculator
+    source = Superposed(superpose.SparseFeatures(12, 0.2, seed=0), d_model=6, seed=0)
+    model = SAE("topk", 1, 6, 16, k=3, seed=4)
+    scores = evaluate(model, source, n_samples=3000, seed=9)
+    x, f = source.sample_with_features(3000, 1, torch.Generator().manual_seed(9))
+    with torch.no_grad():
+        z = model.eval().encode(x)[0]
+    calculator = ClassificationMetricsCalculator(model.W_dec.detach()[0], source.directions)
+    calculator.add_batch(z, f[0])
+    theirs = calculator.compute()
+    assert scores["latent_precision"].item() == pytest.approx(theirs.precision, rel=1e-5)
+    assert scores["latent_recall"].item() == pytest.approx(theirs.recall, rel=1e-5)
+    assert scores["latent_f1"].item() == pytest.approx(theirs.f1_score, rel=1e-5)
+    assert 0 < theirs.f1_score < 0.9  # a random dictionary: far from perfect
 
 
 def test_evaluate_bad_source():

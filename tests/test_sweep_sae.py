@@ -18,6 +18,7 @@ from superpose.sweep.streams import EVAL_STREAM, stream_seed
 EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
 SCORES = ["mmcs", "mcc", "recovered", "l0", "dead_fraction", "mse", "explained_variance"]
 SCORES += ["shrinkage", "precision", "recall", "f1", "final_mse", "final_sparsity", "final_aux"]
+SCORES += ["latent_precision", "latent_recall", "latent_f1"]  # SynthSAEBench's per-latent F1
 CHANCE = ["mmcs_chance", "mcc_chance", "recovered_chance"]  # sae.evaluate's chance levels
 SCORES += CHANCE
 

@@ -285,6 +285,20 @@ def random_baseline(
     )
 
 
+def _classification(
+    both: torch.Tensor, fires: torch.Tensor, active: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Precision ``both / fires``, recall ``both / active`` and their F1 from counts of samples
+    where a latent fires and its feature is active (``both``), where it fires and where the
+    feature is active (all the same shape); each is 0 where its denominator is."""
+    precision = torch.where(fires > 0, both / fires.clamp_min(1), 0.0)
+    recall = torch.where(active > 0, both / active.clamp_min(1), 0.0)
+    f1 = torch.where(
+        precision + recall > 0, 2 * precision * recall / (precision + recall).clamp_min(1e-12), 0
+    )
+    return precision, recall, f1
+
+
 @torch.no_grad()
 def evaluate(
     sae: SparseAutoencoder,
@@ -308,6 +322,18 @@ def evaluate(
     active)`` and ``f1`` of a latent's firing (``z > 0``) against its feature's activity
     (``f ≠ 0``); a pair with no firing (or no activity) scores 0 there.
 
+    Two F1 definitions sit side by side. ``precision`` / ``recall`` / ``f1`` score the
+    ``min(d_sae, n_features)`` one-to-one Hungarian pairs (a latent left out of the matching
+    or a feature matched to no latent counts nowhere). ``latent_precision`` /
+    ``latent_recall`` / ``latent_f1`` are SynthSAEBench's (SAELens's
+    ``sae_lens.synthetic.evals``): every latent is paired with its best feature by ``|cos|``
+    of its decoder row (first one on ties; many latents may share a feature, and a feature
+    may have none), precision, recall and F1 of "latent fires" against "that feature is
+    active" are computed per latent (0 where undefined) and averaged over all ``d_sae``
+    latents, dead ones included (they score 0). A duplicated latent therefore counts twice
+    here and at most once in the matched version; SAELens tests ``feature > 0``, identical
+    to ``f ≠ 0`` for the non-negative features of superpose's sources.
+
     Args:
         sae: the SAEs to score (their mode is restored afterwards).
         source: its ``d_model`` must equal ``sae.d_in`` (shared or one instance per SAE
@@ -330,10 +356,13 @@ def evaluate(
     if source.directions is None:
         recovery = _no_recovery(sae.n_instances, chance_draws)
         latents = features = torch.zeros(sae.n_instances, 0, dtype=torch.long, device=device)
+        best_feature = torch.zeros(sae.n_instances, 0, dtype=torch.long, device=device)
     else:
-        recovery, latents, features = _recovery(abs_cosines(sae, source.directions))
+        cosines = abs_cosines(sae, source.directions)
+        recovery, latents, features = _recovery(cosines)
         recovery = _with_chance(recovery, source.directions, sae.d_sae, 0.9, chance_draws)
         latents, features = latents.to(device), features.to(device)
+        best_feature = cosines.argmax(2).to(device)  # (instance, d_sae): SynthSAEBench's
 
     sums = {
         name: torch.zeros(sae.n_instances, dtype=torch.float64, device=device)
@@ -342,6 +371,10 @@ def evaluate(
     sum_x = torch.zeros(sae.n_instances, sae.d_in, dtype=torch.float64, device=device)
     ever_fired = torch.zeros(sae.n_instances, sae.d_sae, dtype=torch.bool, device=device)
     both, fires, active = (torch.zeros(latents.shape, device=device) for _ in range(3))
+    latent_counts = {  # per latent against its best feature (all d_sae latents)
+        name: torch.zeros(sae.n_instances, sae.d_sae, device=device)
+        for name in ("both", "fires", "active")
+    }
     was_training = sae.training
     sae.eval()
     try:
@@ -368,17 +401,19 @@ def evaluate(
             both += (latent_fires & feature_active).sum(1)
             fires += latent_fires.sum(1)
             active += feature_active.sum(1)
+            best_active = torch.gather(f != 0, 2, best_feature[:, None, :].expand(-1, rows, -1))
+            latent_counts["both"] += (fired & best_active).sum(1)
+            latent_counts["fires"] += fired.sum(1)
+            latent_counts["active"] += best_active.sum(1)
     finally:
         sae.train(was_training)
 
     variance = sums["x_squared"] - sum_x.square().sum(-1) / n_samples
-    precision = torch.where(fires > 0, both / fires.clamp_min(1), 0.0)
-    recall = torch.where(active > 0, both / active.clamp_min(1), 0.0)
-    f1 = torch.where(
-        precision + recall > 0, 2 * precision * recall / (precision + recall).clamp_min(1e-12), 0
-    )
+    precision, recall, f1 = _classification(both, fires, active)
+    latent_precision, latent_recall, latent_f1 = _classification(*latent_counts.values())
     if not has_features:  # no feature values: the pair scores are unknown
         precision = recall = f1 = torch.full((sae.n_instances, 1), torch.nan, device=device)
+        latent_precision = latent_recall = latent_f1 = precision
     scores = {
         "l0": sums["active_latents"] / n_samples,
         "dead_fraction": (~ever_fired).double().mean(-1),
@@ -388,6 +423,9 @@ def evaluate(
         "precision": precision.mean(-1),
         "recall": recall.mean(-1),
         "f1": f1.mean(-1),
+        "latent_precision": latent_precision.mean(-1),
+        "latent_recall": latent_recall.mean(-1),
+        "latent_f1": latent_f1.mean(-1),
     }
     for name, values in scores.items():
         recovery[name] = values.float().cpu().numpy()

@@ -949,9 +949,13 @@ def describe_difference(name: str, got: torch.Tensor, want: torch.Tensor) -> str
     )
 
 
-ADDED_SINCE_RECORDING = ("mmcs_chance", "mcc_chance", "recovered_chance")
+ADDED_SINCE_RECORDING = (
+    *("mmcs_chance", "mcc_chance", "recovered_chance"),
+    *("latent_precision", "latent_recall", "latent_f1"),
+)
 """Result columns added after the recording, by design, that a case may hold beyond the
-recorded ones: 0.5's chance levels of the SAE scores (``sae.random_baseline``)."""
+recorded ones: 0.5's chance levels of the SAE scores (``sae.random_baseline``) and
+SynthSAEBench's per-latent precision / recall / F1 (``sae.evaluate``)."""
 
 
 def compare_case(
