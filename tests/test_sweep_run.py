@@ -72,7 +72,7 @@ def _sorted_rows(x: torch.Tensor) -> torch.Tensor:
 
 @pytest.mark.parametrize("magnitude", ["uniform", "constant"])
 def test_compact_rows_are_the_drawn_rows_reordered(magnitude, monkeypatch):
-    monkeypatch.setattr(superpose.data, "PART_ELEMENTS", 3 * 60)  # parts of about 60 rows
+    monkeypatch.setattr(superpose.data.sampling, "_PART_ELEMENTS", 3 * 60)  # parts of ~60 rows
     # instances ordered by probability, as the executor orders them; p = 0 and p = 1 included
     p = torch.tensor([0.0, 0.01, 0.02, 0.05, 0.05, 0.3, 1.0])[:, None].expand(-1, 3)
     p = p * torch.tensor([1.0, 0.5, 0.25])

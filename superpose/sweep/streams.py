@@ -122,10 +122,10 @@ class CellStreams(SparseFeatures):
             if u.shape[0] == 1
             else u.index_select(0, self._seed_index[instances])
         )
-        if self._inverse_cdf is MAGNITUDES["uniform"]:
+        if self.inverse_cdf is MAGNITUDES["uniform"]:
             return below_one(u / self._negative_divisor[instances]).mT
         source = u / self._divisor[instances]
-        return torch.where(source < 1.0, self._inverse_cdf(source), 0.0).mT
+        return torch.where(source < 1.0, self.inverse_cdf(source), 0.0).mT
 
     def stream_draw(self, rows: int, stream: int) -> torch.Tensor:
         """The next ``rows`` samples of ``stream``: ``(instance, rows, n_features)``."""
