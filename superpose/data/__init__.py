@@ -32,8 +32,12 @@ The trainer draws through :meth:`SparseFeatures.sample_rows`, which does the sam
 instances and keeps only their non-empty rows (a :class:`CompactBatch`), so a training run's
 batches for a seed differ from :meth:`SparseFeatures.sample`'s there (same distribution).
 
+Where batches come from is a written contract, :mod:`~superpose.data.source`: a trainer asks
+a :class:`BatchSource` (feature batches: :class:`SparseFeatures`, the sweeps' per-cell
+streams) or an :class:`ActivationBatchSource` (the SAE sources) for nothing else.
+
 Modules (every public name is importable from ``superpose.data``):
-:mod:`~superpose.data.features`
+:mod:`~superpose.data.source` (the batch contract), :mod:`~superpose.data.features`
 (:class:`SparseFeatures`, the distribution as data), :mod:`~superpose.data.firing` (its
 sets, hierarchy and copula compiled to tensors), the sampling strategies
 :mod:`~superpose.data.dense` (one uniform per element) and :mod:`~superpose.data.sparse`
@@ -66,11 +70,14 @@ from superpose.data.sampling import (
     row_parts,
     uniform,
 )
+from superpose.data.source import ActivationBatchSource, BatchSource
 from superpose.data.structure import Hierarchy, LowRankCorrelation
 
 __all__ = [
     "HALF_STEP",
     "MAGNITUDES",
+    "ActivationBatchSource",
+    "BatchSource",
     "CompactBatch",
     "Hierarchy",
     "InverseCDF",
