@@ -1,5 +1,6 @@
-"""The batch contract (:mod:`superpose.data.source`): every source satisfies its protocol, and
-the trainer's held-out loss is :func:`superpose.train.evaluate` on its eval data."""
+"""The batch contract (:mod:`superpose.data.source`): every source satisfies its protocol, a
+sweep's stream is named explicitly, and a sweep cell's held-out loss is
+:func:`superpose.train.evaluate` on the cell's evaluation stream."""
 
 import importlib
 
@@ -9,6 +10,8 @@ import torch
 import superpose.data
 from superpose import SparseFeatures, ToyModel, sae
 from superpose.data import ActivationBatchSource, BatchSource
+from superpose.sweep import Chunk, SweepSpec, run_chunk
+from superpose.sweep.streams import EVAL_STREAM, TRAIN_STREAM, CellStreams, stream_seed
 
 train_module = importlib.import_module("superpose.train")  # the module, not the function
 evaluate = train_module.evaluate
@@ -18,6 +21,8 @@ SOURCES = {
     "sparse": lambda: SparseFeatures(64, 0.01, seed=0),
     "finite": lambda: SparseFeatures(6, 0.3, n_samples=40, seed=0),
     "correlated": lambda: SparseFeatures(6, 0.2, correlated_sets=[[0, 1]], seed=0),
+    "cells": lambda: CellStreams(torch.tensor([[0.1] * 5, [0.5] * 5]), [3, 4]),
+    "cells_eval": lambda: CellStreams(torch.full((2, 5), 0.3), [3, 3], stream=EVAL_STREAM),
 }
 
 
@@ -77,6 +82,30 @@ def test_activation_sources_keep_their_contract():
         assert x.shape == (3, 16, source.d_model) and source.n_instances == 1
 
 
+def test_a_cell_stream_is_named_explicitly_not_by_a_generator():
+    # p = 1 with uniform magnitudes: a cell's batch is its stream's uniforms themselves
+    streams = CellStreams(torch.ones(2, 3), [5, 6])
+    assert streams.stream == TRAIN_STREAM and streams.generator is None
+    held_out = streams.with_stream(EVAL_STREAM)
+    assert held_out.stream == EVAL_STREAM and held_out.seeds == [5, 6]
+    expected = torch.rand(
+        16, 3, generator=torch.Generator().manual_seed(stream_seed(6, EVAL_STREAM))
+    )
+    assert torch.equal(held_out.draw(16, 2)[1], expected)
+    assert not torch.equal(streams.draw(16, 2)[1], expected)
+    named = torch.Generator().manual_seed(EVAL_STREAM)  # no longer a way to pick the stream
+    with pytest.raises(ValueError, match="stream=0"):
+        streams.generators(named)
+    with pytest.raises(ValueError, match="stream=0"):
+        streams.draw(8, 2, named)
+    with pytest.raises(ValueError, match="stream=0"):
+        streams.sample_rows(8, 2, named)
+    with pytest.raises(ValueError, match="stream must be >= 0"):
+        CellStreams(torch.ones(1, 3), [0], stream=-1)
+    with pytest.raises(TypeError, match="stream must be an int"):
+        CellStreams(torch.ones(1, 3), [0], stream="eval")
+
+
 def test_evaluate_draws_the_sources_own_stream_in_blocks():
     model = ToyModel("relu", 2, 5, 2, seed=0)
     loss = evaluate(model, SparseFeatures(5, 0.1, seed=3), 100, seed=None, batch_size=32)
@@ -102,6 +131,30 @@ def test_train_measures_its_held_out_loss_on_eval_data():
     assert torch.equal(result.loss, expected)
     with pytest.raises(ValueError, match=r"eval_data\.n_features=6"):
         train_module.train(model, data, steps=1, eval_data=SparseFeatures(6, 0.1), progress=False)
+    with pytest.raises(ValueError, match="named stream"):  # a seed would share one generator
+        train_module.train(model, CellStreams(torch.ones(2, 5), [0, 1]), steps=1, seed=0)
+
+
+def test_a_sweep_cells_held_out_loss_is_evaluate_on_its_eval_stream():
+    spec = SweepSpec.from_dict(
+        {
+            "name": "held_out",
+            "fixed": {"kind": "relu", "n_features": 3, "n_hidden": 2},
+            "axes": {"feature_probability": [0.5, 0.02], "seed": [4]},
+            "training": {"steps": 20, "batch_size": 64, "lr": 0.01, "eval_samples": 500},
+        }
+    )
+    for cell in spec.cells():
+        result = run_chunk(Chunk((cell,), 0))[0]
+        model = ToyModel("relu", 1, 3, 2)
+        model.load_state_dict({name: value[None] for name, value in result.weights.items()})
+        p = torch.full((1, 3), float(cell.config["feature_probability"]))
+
+        def loss(stream, cell=cell, p=p, model=model):
+            streams = CellStreams(p, [int(cell.config["seed"])], stream=stream)
+            return float(evaluate(model, streams, 500, seed=None, batch_size=64)[0])
+
+        assert result.final_loss == loss(EVAL_STREAM) != loss(TRAIN_STREAM)
 
 
 @pytest.mark.parametrize(

@@ -149,7 +149,7 @@ def evaluate(
     n_samples = positive_int("n_samples", n_samples)
     batch_size = positive_int("batch_size", batch_size)
     device = sae.W_dec.device
-    generator = make_generator(seed, source.features.device)
+    generator = make_generator(seed, source.device)
     recovery, latents, features = _recovery(abs_cosines(sae, source.directions))
     latents, features = latents.to(device), features.to(device)
 

@@ -12,6 +12,8 @@ whose true feature directions are known:
 
 Per-instance / per-feature probabilities, magnitudes and correlated sets come from the
 ``SparseFeatures``; sampling follows its seeding (its own generator unless one is passed).
+Every source is a :class:`superpose.data.ActivationBatchSource`, the SAE trainer's side of
+the batch contract (:mod:`superpose.data.source`).
 """
 
 from __future__ import annotations

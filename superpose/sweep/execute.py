@@ -34,7 +34,6 @@ import torch
 from superpose import __version__
 from superpose.analysis import scalar_metrics
 from superpose.data import SparseFeatures, geometric_probability, zipf_probability
-from superpose.fast import batch_loss
 from superpose.models import ToyModel
 from superpose.sae import SAE, SparseAutoencoder, Superposed, evaluate
 from superpose.sae import train as train_sae
@@ -86,18 +85,6 @@ class CellResult:
     version: str = __version__
 
 
-@torch.no_grad()
-def held_out_loss(model: ToyModel, data: CellStreams, n_samples: int, block: int) -> torch.Tensor:
-    """Per-instance loss ``(instance,)`` on ``n_samples`` draws of the evaluation stream,
-    in blocks of ``block`` rows (a packing-independent block size keeps it exact up to float
-    rounding)."""
-    total = torch.zeros(model.n_instances, dtype=torch.float64, device=model.W.device)
-    for start in range(0, n_samples, block):
-        rows = min(block, n_samples - start)
-        total += batch_loss(model, data.stream_rows(rows, EVAL_STREAM)).double() * rows
-    return (total / n_samples).float()
-
-
 SAE_LOG_EVERY = 100
 """Training steps per logged interval of an SAE cell (its ``final_*`` values average the last)."""
 
@@ -107,7 +94,7 @@ def _train_toy_cells(cells: list[Cell], device: str, threads: int | None) -> lis
     TrainingDiverged like the trainer (naming positions in ``cells``).
 
     The model's instances are the cells ordered by feature probability, so that the compact
-    batches (:meth:`CellStreams.stream_rows`) group cells of similar sparsity; the torch
+    batches (:meth:`CellStreams.sample_rows`) group cells of similar sparsity; the torch
     threads are ``threads``, or :func:`~superpose.train.auto_threads` of the chunk's step."""
     order = sorted(range(len(cells)), key=lambda k: float(cells[k].config["feature_probability"]))
     config = cells[0].config
@@ -138,9 +125,10 @@ def _train_toy_model(cells: list[Cell], device: str) -> list[CellResult]:
         probability.expand(-1, n_features),
         [int(c.config["seed"]) for c in cells],
         magnitude=str(config["magnitude"]),
+        stream=TRAIN_STREAM,
         device=device,
     )
-    train(
+    result = train(
         model,
         data,
         steps=int(config["steps"]),
@@ -149,21 +137,18 @@ def _train_toy_model(cells: list[Cell], device: str) -> list[CellResult]:
         schedule=str(config["schedule"]),
         warmup_steps=int(config["warmup_steps"]),
         weight_decay=float(config["weight_decay"]),
-        # the trainer's own held-out loss chunks its samples by instance count, so it is not
-        # packing-independent; the final loss is measured below instead.
-        eval_samples=1,
-        seed=TRAIN_STREAM,
+        eval_samples=int(config["eval_samples"]),
+        eval_data=data.with_stream(EVAL_STREAM),  # drawn batch_size rows at a time
         device=device,
         progress=False,
     )
-    loss = held_out_loss(model, data, int(config["eval_samples"]), int(config["batch_size"]))
     metrics = {name: values.cpu() for name, values in scalar_metrics(model.W).items()}
     state = {name: tensor.detach().cpu() for name, tensor in model.state_dict().items()}
     return [
         CellResult(
             cell=cell,
             status="done",
-            final_loss=float(loss[k]),
+            final_loss=float(result.loss[k]),
             metrics={name: float(values[k]) for name, values in metrics.items()},
             weights={name: tensor[k].clone() for name, tensor in state.items()},
             device=str(device),
