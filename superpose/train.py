@@ -136,8 +136,8 @@ def evaluate(
     *,
     batch_size: int | None = None,
 ) -> torch.Tensor:
-    """Per-instance loss ``(instance,)`` on ``n_samples`` fresh draws from ``data``'s
-    distribution (its :meth:`~superpose.data.BatchSource.draw`, never a finite data set).
+    """Per-instance loss ``(instance,)`` on ``n_samples`` fresh samples of ``data``'s
+    distribution (never rows of a finite data set).
 
     Args:
         model: the instances to score.
@@ -146,22 +146,36 @@ def evaluate(
         seed: int or ``torch.Generator`` for the draws; None: the source's own stream
             (``data.generator``; a :class:`~superpose.sweep.streams.CellStreams` draws from
             its named stream).
-        batch_size: rows per draw; None: memory-bounded chunks of about 2²³ elements, whose
-            size depends on the instance count. Give one to make the loss independent of the
-            instances sharing the model (the sweeps do).
+        batch_size: None: the samples come from ``data.draw`` in memory-bounded chunks of
+            about 2²³ elements (their size depends on the instance count), each scored by
+            ``model.loss``. An int: they come ``batch_size`` rows at a time as the trainer's
+            batches do, from ``data.sample_rows`` (compact where rows are empty), each scored
+            by :func:`superpose.fast.batch_loss` (``model.loss`` where the fast path does not
+            support the model): the loss then does not depend on the instances sharing the
+            model (the sweeps' held-out loss), and empty rows cost nothing. Needs fresh data.
     """
     n_samples = positive_int("n_samples", n_samples)
+    if batch_size is not None:
+        batch_size = positive_int("batch_size", batch_size)
+        if data.n_samples is not None:
+            raise ValueError(
+                "evaluate(batch_size=...) draws the trainer's batches, which a finite data set "
+                "takes from its rows; use batch_size=None for fresh draws"
+            )
     device = model.W.device
     generator = data.generator if seed is None else make_generator(seed, device)
-    if batch_size is None:
-        chunk = max(1, 2**23 // (model.n_instances * model.n_features))
-    else:
-        chunk = positive_int("batch_size", batch_size)
+    chunk = batch_size or max(1, 2**23 // (model.n_instances * model.n_features))
     total = torch.zeros(model.n_instances, device=device, dtype=torch.float64)
     for start in range(0, n_samples, chunk):
         rows = min(chunk, n_samples - start)
-        batch = data.draw(rows, model.n_instances, generator)
-        total += model.loss(batch).double() * rows
+        if batch_size is None:
+            loss = model.loss(data.draw(rows, model.n_instances, generator))
+        else:
+            batch = data.sample_rows(rows, model.n_instances, generator).to(device)
+            loss = (
+                fast.batch_loss(model, batch) if fast.supports(model) else model.loss(batch.dense())
+            )
+        total += loss.double() * rows
     return (total / n_samples).float()
 
 
@@ -208,10 +222,12 @@ def train(
         weight_decay: AdamW's decoupled weight decay (0 gives Adam, the paper's setting).
         log_every: steps per history entry, divergence check and ``on_log`` call.
         eval_samples: held-out samples for the final per-instance loss (:func:`evaluate`).
-        eval_data: the source of the held-out samples, drawn from its own stream
-            (``seed=None`` in :func:`evaluate`) ``batch_size`` rows at a time, so that the loss
-            does not depend on the instances sharing the model (the sweeps pass each cell's
-            evaluation stream). None: fresh draws of ``data``, seeded as ``seed`` says.
+        eval_data: a source of fresh data for the held-out loss, drawn from its own stream
+            ``batch_size`` rows at a time as training batches are (:func:`evaluate` with
+            ``seed=None, batch_size=batch_size``), so that the loss does not depend on the
+            instances sharing the model (the sweeps pass each cell's evaluation stream;
+            ``batch_size=None``: :func:`evaluate`'s default chunks). None: fresh draws of
+            ``data``, seeded as ``seed`` says.
         seed: seeds the training batches and the held-out sample (``seed + 1``). None: the
             batches come from ``data``'s own stream (``data.generator``: torch's global
             generator for a ``SparseFeatures`` without a seed, so ``torch.manual_seed``
@@ -265,6 +281,8 @@ def train(
     _check_source("data", data, model.n_features)
     if eval_data is not None:
         _check_source("eval_data", eval_data, model.n_features)
+        if eval_data.n_samples is not None:
+            raise ValueError("eval_data must draw fresh data, not rows of a finite data set")
     config = TrainConfig(
         steps=steps,
         lr=lr,

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import superpose.data
-from superpose import SparseFeatures, ToyModel, sae
+from superpose import SparseFeatures, ToyModel, fast, sae
 from superpose.data import ActivationBatchSource, BatchSource
 from superpose.sweep import Chunk, SweepSpec, run_chunk
 from superpose.sweep.streams import EVAL_STREAM, TRAIN_STREAM, CellStreams, stream_seed
@@ -107,12 +107,18 @@ def test_a_cell_stream_is_named_explicitly_not_by_a_generator():
 
 
 def test_evaluate_draws_the_sources_own_stream_in_blocks():
-    model = ToyModel("relu", 2, 5, 2, seed=0)
-    loss = evaluate(model, SparseFeatures(5, 0.1, seed=3), 100, seed=None, batch_size=32)
-    data = SparseFeatures(5, 0.1, seed=3)
-    total = sum(model.loss(data.draw(rows, 2)).double() * rows for rows in (32, 32, 32, 4))
-    assert torch.equal(loss, (total / 100).float())
-    assert not torch.equal(loss, evaluate(model, SparseFeatures(5, 0.1, seed=3), 100))
+    model = ToyModel("relu", 2, 64, 2, seed=0)
+    loss = evaluate(model, SparseFeatures(64, 0.01, seed=3), 5000, seed=None, batch_size=2048)
+    data = SparseFeatures(64, 0.01, seed=3)  # its batches of 2048 rows are compact
+    blocks = [(data.sample_rows(rows, 2), rows) for rows in (2048, 2048, 904)]
+    assert blocks[0][0].repeats[0] > 0  # empty rows left out
+    total = sum(fast.batch_loss(model, batch).double() * rows for batch, rows in blocks)
+    assert torch.equal(loss, (total / 5000).float())
+    drawn = model.loss(SparseFeatures(64, 0.01, seed=3).draw(5000, 2)).double() * 5000
+    loss = evaluate(model, SparseFeatures(64, 0.01, seed=3), 5000, seed=None)  # one chunk
+    assert torch.equal(loss, (drawn / 5000).float())
+    with pytest.raises(ValueError, match="finite data set"):
+        evaluate(model, SparseFeatures(64, 0.1, n_samples=10), 100, batch_size=10)
 
 
 def test_train_measures_its_held_out_loss_on_eval_data():
@@ -131,6 +137,8 @@ def test_train_measures_its_held_out_loss_on_eval_data():
     assert torch.equal(result.loss, expected)
     with pytest.raises(ValueError, match=r"eval_data\.n_features=6"):
         train_module.train(model, data, steps=1, eval_data=SparseFeatures(6, 0.1), progress=False)
+    with pytest.raises(ValueError, match="fresh data"):
+        train_module.train(model, data, steps=1, eval_data=SparseFeatures(5, 0.1, n_samples=9))
     with pytest.raises(ValueError, match="named stream"):  # a seed would share one generator
         train_module.train(model, CellStreams(torch.ones(2, 5), [0, 1]), steps=1, seed=0)
 

@@ -3,8 +3,10 @@
 A trainer never asks what kind of source it was given, only the members below. Two
 protocols, one per kind of batch:
 
-* :class:`BatchSource`: feature vectors for the toy-model trainer (:func:`superpose.train`)
-  and its held-out loss (:func:`superpose.train.evaluate`). Implemented by
+* :class:`BatchSource`: feature vectors for the toy-model trainer (:func:`superpose.train`:
+  its batches come from ``sample_rows``) and its held-out loss
+  (:func:`superpose.train.evaluate`: ``draw`` in memory-bounded chunks, or ``sample_rows``
+  in blocks of a fixed size, which a sweep cell's loss needs). Implemented by
   :class:`~superpose.data.SparseFeatures` and by the sweeps' per-cell streams
   (:class:`superpose.sweep.streams.CellStreams`).
 * :class:`ActivationBatchSource`: activations for the SAE trainer (:func:`superpose.sae.train`).
@@ -75,7 +77,8 @@ class BatchSource(Protocol):
         sparse: bool = True,
     ) -> CompactBatch:
         """A training batch ``(n_instances, batch_size, n_features)`` as a
-        :class:`~superpose.data.CompactBatch` (most all-zero rows left out).
+        :class:`~superpose.data.CompactBatch` (where it pays, most all-zero rows left out);
+        also a block of a held-out sample of fresh data.
 
         Args:
             batch_size: rows per instance; None: the whole finite data set.
@@ -89,8 +92,8 @@ class BatchSource(Protocol):
     def draw(
         self, batch_size: int, n_instances: int, generator: torch.Generator | None = None
     ) -> torch.Tensor:
-        """Fresh samples ``(n_instances, batch_size, n_features)`` for a held-out loss, never
-        rows of a finite data set."""
+        """Fresh samples ``(n_instances, batch_size, n_features)`` for a held-out loss (or an
+        analysis), dense and contiguous, never rows of a finite data set."""
         ...
 
 
