@@ -41,7 +41,8 @@ from functools import cache
 
 import torch
 
-from superpose.data import FEATURE_MAJOR, CompactBatch, feature_major
+from superpose.data import CompactBatch, feature_major
+from superpose.data.sampling import FEATURE_MAJOR
 from superpose.models import ModelKind, ToyModel
 from superpose.training.result import PRECISIONS
 
@@ -76,7 +77,7 @@ def matmul(a: torch.Tensor, b: torch.Tensor, add: torch.Tensor | None = None) ->
     n_hidden=1`` grids of thousands of instances), so when ``q·r ≤`` :data:`SMALL_PRODUCT`
     the product is ``q`` broadcast multiply-adds instead, written as ``(instance, r, p)``
     and returned as its transposed view (column-major, like a batch drawn feature-major,
-    :data:`~superpose.data.FEATURE_MAJOR`): each pass then broadcasts one number per
+    :data:`~superpose.data.sampling.FEATURE_MAJOR`): each pass then broadcasts one number per
     instance and column along the ``p`` rows, about 10× faster than broadcasting a row of
     ``r ≤ 4`` numbers along the last axis. A product with fewer output columns than its
     contraction (``r < q < p``: the hidden layer's, ``x Wᵀ``), or of a column-major ``a``, is

@@ -14,7 +14,7 @@ import torch
 
 from superpose import fast
 from superpose._checks import ArrayLike, make_generator, optional_seed, positive_int, resolve_device
-from superpose.data import CompactBatch, SparseFeatures
+from superpose.data import BatchSource, CompactBatch, SparseFeatures
 from superpose.models import ToyModel
 from superpose.runtime import (  # noqa: F401  (re-exported: their old home)
     TWO_THREAD_ELEMENTS,
@@ -133,27 +133,58 @@ def train_seed_grid(
 @torch.no_grad()
 def evaluate(
     model: ToyModel,
-    data: SparseFeatures,
+    data: BatchSource,
     n_samples: int = 65536,
-    seed: int | torch.Generator = 1,
+    seed: int | torch.Generator | None = 1,
+    *,
+    batch_size: int | None = None,
 ) -> torch.Tensor:
-    """Per-instance loss ``(instance,)`` on ``n_samples`` fresh draws from ``data``'s
-    distribution (never its finite data set), computed in memory-bounded chunks."""
+    """Per-instance loss ``(instance,)`` on ``n_samples`` fresh samples of ``data``'s
+    distribution (never rows of a finite data set).
+
+    Args:
+        model: the instances to score.
+        data: the source of the samples.
+        n_samples: samples per instance.
+        seed: int or ``torch.Generator`` for the draws; None: the source's own stream
+            (``data.generator``; a :class:`~superpose.sweep.streams.CellStreams` draws from
+            its named stream).
+        batch_size: None: the samples come from ``data.draw`` in memory-bounded chunks of
+            about 2²³ elements (their size depends on the instance count), each scored by
+            ``model.loss``. An int: they come ``batch_size`` rows at a time as the trainer's
+            batches do, from ``data.sample_rows`` (compact where rows are empty), each scored
+            by :func:`superpose.fast.batch_loss` (``model.loss`` where the fast path does not
+            support the model): the loss then does not depend on the instances sharing the
+            model (the sweeps' held-out loss), and empty rows cost nothing. Needs fresh data.
+    """
     n_samples = positive_int("n_samples", n_samples)
+    if batch_size is not None:
+        batch_size = positive_int("batch_size", batch_size)
+        if data.n_samples is not None:
+            raise ValueError(
+                "evaluate(batch_size=...) draws the trainer's batches, which a finite data set "
+                "takes from its rows; use batch_size=None for fresh draws"
+            )
     device = model.W.device
-    generator = make_generator(seed, device)
-    chunk = max(1, 2**23 // (model.n_instances * model.n_features))
+    generator = data.generator if seed is None else make_generator(seed, device)
+    chunk = batch_size or max(1, 2**23 // (model.n_instances * model.n_features))
     total = torch.zeros(model.n_instances, device=device, dtype=torch.float64)
     for start in range(0, n_samples, chunk):
         rows = min(chunk, n_samples - start)
-        batch = data.draw(rows, model.n_instances, generator)
-        total += model.loss(batch).double() * rows
+        if batch_size is None:
+            loss = model.loss(data.draw(rows, model.n_instances, generator))
+        else:
+            batch = data.sample_rows(rows, model.n_instances, generator).to(device)
+            loss = (
+                fast.batch_loss(model, batch) if fast.supports(model) else model.loss(batch.dense())
+            )
+        total += loss.double() * rows
     return (total / n_samples).float()
 
 
 def train(
     model: ToyModel,
-    data: SparseFeatures,
+    data: BatchSource,
     *,
     steps: int = TrainConfig.steps,
     batch_size: int | None = TrainConfig.batch_size,
@@ -163,6 +194,7 @@ def train(
     weight_decay: float = TrainConfig.weight_decay,
     log_every: int = TrainConfig.log_every,
     eval_samples: int = TrainConfig.eval_samples,
+    eval_data: BatchSource | None = None,
     seed: int | None = None,
     device: str | torch.device | None = "cpu",
     progress: bool | None = None,
@@ -182,8 +214,9 @@ def train(
 
     Args:
         model: the instances to train (moved to ``device``).
-        data: batches come from ``data.sample_rows``; for a finite data set, ``batch_size=None``
-            trains full-batch on it.
+        data: a :class:`~superpose.data.BatchSource` (e.g. a
+            :class:`~superpose.data.SparseFeatures`): batches come from its ``sample_rows``;
+            for a finite data set, ``batch_size=None`` trains full-batch on it.
         steps: optimisation steps.
         batch_size: rows per instance per step (a fresh batch each step).
         lr: peak learning rate, scaled by :func:`superpose.training.lr_factor` each step.
@@ -191,11 +224,18 @@ def train(
             linear warm-up.
         weight_decay: AdamW's decoupled weight decay (0 gives Adam, the paper's setting).
         log_every: steps per history entry, divergence check and ``on_log`` call.
-        eval_samples: held-out samples for the final per-instance loss.
+        eval_samples: held-out samples for the final per-instance loss (:func:`evaluate`).
+        eval_data: a source of fresh data for the held-out loss, drawn from its own stream
+            ``batch_size`` rows at a time as training batches are (:func:`evaluate` with
+            ``seed=None, batch_size=batch_size``), so that the loss does not depend on the
+            instances sharing the model (the sweeps pass each cell's evaluation stream;
+            ``batch_size=None``: :func:`evaluate`'s default chunks). None: fresh draws of
+            ``data``, seeded as ``seed`` says.
         seed: seeds the training batches and the held-out sample (``seed + 1``). None: the
-            batches come from ``data``'s own generator (torch's global generator when
-            ``data`` has no seed, so ``torch.manual_seed`` governs them) and the held-out
-            sample is :func:`evaluate`'s fixed default one (seed 1), the same for every run.
+            batches come from ``data``'s own stream (``data.generator``: torch's global
+            generator for a ``SparseFeatures`` without a seed, so ``torch.manual_seed``
+            governs them) and the held-out sample is :func:`evaluate`'s fixed default one
+            (seed 1), the same for every run.
         device: ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"auto"``.
         progress: True shows a progress bar, False hides it, None (default) shows it on a
             terminal only (not when output goes to a log file).
@@ -241,12 +281,11 @@ def train(
     """
     if not isinstance(model, ToyModel):
         raise TypeError(f"model must be a superpose.ToyModel, got {type(model).__name__}")
-    if not isinstance(data, SparseFeatures):
-        raise TypeError(f"data must be a superpose.SparseFeatures, got {type(data).__name__}")
-    if data.n_features != model.n_features:
-        raise ValueError(
-            f"data.n_features={data.n_features} but model.n_features={model.n_features}"
-        )
+    _check_source("data", data, model.n_features)
+    if eval_data is not None:
+        _check_source("eval_data", eval_data, model.n_features)
+        if eval_data.n_samples is not None:
+            raise ValueError("eval_data must draw fresh data, not rows of a finite data set")
     config = TrainConfig(
         steps=steps,
         lr=lr,
@@ -257,7 +296,7 @@ def train(
         weight_decay=weight_decay,
         eval_samples=eval_samples,
     )
-    if batch_size is None and not data.is_finite:
+    if batch_size is None and data.n_samples is None:
         raise ValueError("batch_size=None (full batch) needs a finite data set (n_samples=...)")
     seed = optional_seed(seed)
     method = resolve_method(
@@ -278,7 +317,7 @@ def train(
     rows = data.n_samples if batch_size is None else batch_size
     with loop.threads_for(device, threads, model.n_instances * rows * model.n_features):
         model.to(device)
-        generator = None if seed is None else make_generator(seed, device)
+        generator = data.generator if seed is None else make_generator(seed, device)
         # CUDA fast path: one step recorded as a CUDA graph (needs the batches drawn on the GPU)
         graphed = method == "fast" and device.type == "cuda" and data.device == device
         optimizer = torch.optim.AdamW(
@@ -317,6 +356,10 @@ def train(
             checkpoint_every=checkpoint_every,
             resume_from=resume_from,
         )
+        if eval_data is None:
+            held_out = evaluate(model, data, eval_samples, seed=1 if seed is None else seed + 1)
+        else:
+            held_out = evaluate(model, eval_data, eval_samples, seed=None, batch_size=batch_size)
         return TrainResult(
             history_steps=history.steps,
             history=history.values,
@@ -325,9 +368,20 @@ def train(
             device=str(device),
             method=method,
             precision=precision,
-            loss=evaluate(model, data, eval_samples, seed=1 if seed is None else seed + 1).cpu(),
+            loss=held_out.cpu(),
             samples_per_step=rows,
         )
+
+
+def _check_source(name: str, source: object, n_features: int) -> None:
+    """Raise unless ``source`` is a :class:`~superpose.data.BatchSource` of ``n_features``."""
+    if not isinstance(source, BatchSource):
+        raise TypeError(
+            f"{name} must be a superpose.data.BatchSource (e.g. a SparseFeatures), "
+            f"got {type(source).__name__}"
+        )
+    if source.n_features != n_features:
+        raise ValueError(f"{name}.n_features={source.n_features} but model.n_features={n_features}")
 
 
 def _autograd_backward(model: ToyModel, batch: CompactBatch) -> torch.Tensor:

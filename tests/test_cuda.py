@@ -10,7 +10,7 @@ from superpose import SparseFeatures, ToyModel, sae, train
 from superpose.circuits import AttnOnlyTransformer, ZipfMarkovChain
 from superpose.circuits import train as train_circuits
 from superpose.cuda_graph import WARMUP_STEPS, CudaGraphStep
-from superpose.sweep.streams import TRAIN_STREAM, CellStreams
+from superpose.sweep.streams import CellStreams
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
@@ -106,14 +106,11 @@ def test_recorded_training_is_repeatable_under_torch_manual_seed():
 
 def test_sweep_streams_advance_under_the_recorded_step():
     data = CellStreams(torch.full((3, 4), 0.5), [0, 0, 1], device="cuda")
-    generator = torch.Generator("cuda").manual_seed(TRAIN_STREAM)
-    step = CudaGraphStep(lambda: data.draw(8, 3, generator) + 0.0, data.generators(generator))
+    step = CudaGraphStep(lambda: data.draw(8, 3) + 0.0, data.generators())
     batches = [step().clone() for _ in range(WARMUP_STEPS + 3)]
     assert not torch.equal(batches[-1], batches[-2])
     eager = CellStreams(torch.full((3, 4), 0.5), [0, 0, 1], device="cuda")
-    expected = [
-        eager.draw(8, 3, torch.Generator("cuda").manual_seed(TRAIN_STREAM)) for _ in batches
-    ]
+    expected = [eager.draw(8, 3) for _ in batches]
     assert all(torch.equal(a, b) for a, b in zip(batches, expected, strict=True))
 
 

@@ -8,14 +8,10 @@ import torch
 from scipy import stats
 
 from superpose import SparseFeatures
-from superpose.data import (
-    FEATURE_MAJOR,
-    SPARSE_DENSITY,
-    SPARSE_MIN_ELEMENTS,
-    Hierarchy,
-    bernoulli_positions,
-    feature_major,
-)
+from superpose.data import Hierarchy, bernoulli_positions, feature_major
+from superpose.data.sampling import FEATURE_MAJOR
+from superpose.data.sparse import _SPARSE_DENSITY as SPARSE_DENSITY
+from superpose.data.sparse import _SPARSE_MIN_ELEMENTS as SPARSE_MIN_ELEMENTS
 
 P_VALUE = 1e-3
 

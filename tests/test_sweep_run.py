@@ -51,15 +51,15 @@ def test_streams_do_not_depend_on_packing():
     p = torch.tensor([[0.5, 0.5], [0.2, 0.9], [0.5, 0.5]])
     packed = CellStreams(p, [3, 5, 3])
     alone = CellStreams(p[1:2], [5])
-    first, second = packed.stream_draw(64, 0), packed.stream_draw(64, 0)
-    assert torch.equal(first[1:2], alone.stream_draw(64, 0))
-    assert torch.equal(second[1:2], alone.stream_draw(64, 0))
-    dense = CellStreams(p[1:2], [5]).sample_rows(64, 1, torch.Generator().manual_seed(0), False)
+    first, second = packed.draw(64, 3), packed.draw(64, 3)
+    assert torch.equal(first[1:2], alone.draw(64, 1))
+    assert torch.equal(second[1:2], alone.draw(64, 1))
+    dense = CellStreams(p[1:2], [5]).sample_rows(64, 1, sparse=False)
     assert dense.repeats == (0,) and torch.equal(dense.parts[0], first[1:2])
     assert torch.equal(first[0], first[2])  # same seed, same probability: same batch
     assert not torch.equal(first, second)
     assert not torch.equal(
-        packed.stream_draw(64, 1)[1], CellStreams(p[1:2], [5]).stream_draw(64, 0)
+        packed.with_stream(1).draw(64, 3)[1], CellStreams(p[1:2], [5]).draw(64, 1)
     )
 
 
@@ -72,13 +72,13 @@ def _sorted_rows(x: torch.Tensor) -> torch.Tensor:
 
 @pytest.mark.parametrize("magnitude", ["uniform", "constant"])
 def test_compact_rows_are_the_drawn_rows_reordered(magnitude, monkeypatch):
-    monkeypatch.setattr(superpose.data, "PART_ELEMENTS", 3 * 60)  # parts of about 60 rows
+    monkeypatch.setattr(superpose.data.sampling, "_PART_ELEMENTS", 3 * 60)  # parts of ~60 rows
     # instances ordered by probability, as the executor orders them; p = 0 and p = 1 included
     p = torch.tensor([0.0, 0.01, 0.02, 0.05, 0.05, 0.3, 1.0])[:, None].expand(-1, 3)
     p = p * torch.tensor([1.0, 0.5, 0.25])
     seeds = [0, 1, 0, 2, 1, 0, 1]
-    dense = CellStreams(p, seeds, magnitude=magnitude).stream_draw(512, 7)
-    compact = CellStreams(p, seeds, magnitude=magnitude).stream_rows(512, 7)
+    dense = CellStreams(p, seeds, magnitude=magnitude).draw(512, 7)
+    compact = CellStreams(p, seeds, magnitude=magnitude).sample_rows(512)
     assert torch.equal(_sorted_rows(compact.dense()), _sorted_rows(dense))
     assert len(compact.parts) > 2 and compact.n_instances == 7
     assert compact.repeats[0] > 480 and compact.repeats[-1] == 0  # p = 0.0, 0.01; p = 1

@@ -27,18 +27,31 @@ gaps between each feature's successes (geometric), then one uniform per active e
 its magnitude. The distribution is the same, the numbers for a seed are not, so
 :meth:`SparseFeatures.sample` and :meth:`SparseFeatures.draw` stay dense (a seed gives the
 batches it always gave) and :meth:`SparseFeatures.sample_sparse` returns the sparse tensor;
-the SAE sources use it for instances whose mean probability is below :data:`SPARSE_DENSITY`.
+the SAE sources use it for instances whose mean probability is below 3 %.
 The trainer draws through :meth:`SparseFeatures.sample_rows`, which does the same for such
 instances and keeps only their non-empty rows (a :class:`CompactBatch`), so a training run's
 batches for a seed differ from :meth:`SparseFeatures.sample`'s there (same distribution).
 
-Modules (everything is importable from ``superpose.data``): :mod:`~superpose.data.features`
-(:class:`SparseFeatures`), :mod:`~superpose.data.profiles` (firing profiles),
-:mod:`~superpose.data.magnitudes` (magnitude distributions), :mod:`~superpose.data.structure`
-(hierarchy and correlation) and :mod:`~superpose.data.sampling` (uniforms, sparse positions,
-the batch layouts).
+Where batches come from is a written contract, :mod:`~superpose.data.source`: a trainer asks
+a :class:`BatchSource` (feature batches: :class:`SparseFeatures`, the sweeps' per-cell
+streams) or an :class:`ActivationBatchSource` (the SAE sources) for nothing else.
+
+Modules (every public name is importable from ``superpose.data``):
+:mod:`~superpose.data.source` (the batch contract), :mod:`~superpose.data.features`
+(:class:`SparseFeatures`, the distribution as data), :mod:`~superpose.data.firing` (its
+sets, hierarchy and copula compiled to tensors), the sampling strategies
+:mod:`~superpose.data.dense` (one uniform per element) and :mod:`~superpose.data.sparse`
+(active entries only: sparse tensors and compact rows), :mod:`~superpose.data.profiles`
+(firing profiles), :mod:`~superpose.data.magnitudes` (magnitude distributions),
+:mod:`~superpose.data.structure` (hierarchy and correlation) and
+:mod:`~superpose.data.sampling` (uniforms, sparse positions, the batch layouts). Their
+speed-tuning constants are internal and no longer exported (the old names still resolve
+here, with a DeprecationWarning).
 """
 
+import warnings
+
+from superpose.data import sampling, sparse
 from superpose.data.features import SparseFeatures
 from superpose.data.magnitudes import (
     HALF_STEP,
@@ -49,12 +62,6 @@ from superpose.data.magnitudes import (
 )
 from superpose.data.profiles import geometric_probability, zipf_probability
 from superpose.data.sampling import (
-    FEATURE_MAJOR,
-    PART_ELEMENTS,
-    SLACK_SIGMAS,
-    SPARSE_DENSITY,
-    SPARSE_MIN_ELEMENTS,
-    UNIFORM_CHUNK,
     CompactBatch,
     below_one,
     bernoulli_positions,
@@ -63,17 +70,14 @@ from superpose.data.sampling import (
     row_parts,
     uniform,
 )
+from superpose.data.source import ActivationBatchSource, BatchSource
 from superpose.data.structure import Hierarchy, LowRankCorrelation
 
 __all__ = [
-    "FEATURE_MAJOR",
     "HALF_STEP",
     "MAGNITUDES",
-    "PART_ELEMENTS",
-    "SLACK_SIGMAS",
-    "SPARSE_DENSITY",
-    "SPARSE_MIN_ELEMENTS",
-    "UNIFORM_CHUNK",
+    "ActivationBatchSource",
+    "BatchSource",
     "CompactBatch",
     "Hierarchy",
     "InverseCDF",
@@ -90,3 +94,26 @@ __all__ = [
     "uniform",
     "zipf_probability",
 ]
+
+_INTERNAL = {
+    "FEATURE_MAJOR": (sampling, "FEATURE_MAJOR"),
+    "PART_ELEMENTS": (sampling, "_PART_ELEMENTS"),
+    "SLACK_SIGMAS": (sampling, "_SLACK_SIGMAS"),
+    "UNIFORM_CHUNK": (sampling, "_UNIFORM_CHUNK"),
+    "SPARSE_DENSITY": (sparse, "_SPARSE_DENSITY"),
+    "SPARSE_MIN_ELEMENTS": (sparse, "_SPARSE_MIN_ELEMENTS"),
+}
+"""Speed-tuning constants once exported here (superpose 0.4), by their internal homes."""
+
+
+def __getattr__(name: str) -> object:
+    if name in _INTERNAL:
+        module, internal = _INTERNAL[name]
+        warnings.warn(
+            f"superpose.data.{name} is an internal tuning constant and will be removed from "
+            f"superpose.data; it is {module.__name__}.{internal}",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return getattr(module, internal)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,4 +1,4 @@
-"""The sparse-feature generator, :class:`SparseFeatures` (see :mod:`superpose.data`)."""
+"""The sparse-feature distribution, :class:`SparseFeatures` (see :mod:`superpose.data`)."""
 
 from __future__ import annotations
 
@@ -14,24 +14,23 @@ from superpose._checks import (
     positive_int,
     resolve_device,
 )
+from superpose.data.dense import draw_dense
+from superpose.data.firing import compile_firing
 from superpose.data.magnitudes import MAGNITUDES, InverseCDF
-from superpose.data.sampling import (
-    SPARSE_DENSITY,
-    SPARSE_MIN_ELEMENTS,
-    CompactBatch,
-    below_one,
-    bernoulli_positions,
-    new_batch,
-    row_parts,
-    uniform,
-)
+from superpose.data.sampling import CompactBatch
+from superpose.data.sparse import Run, compact_batch, plan_runs, sparse_pays, sparse_tensor
 from superpose.data.structure import Hierarchy, LowRankCorrelation
 
 _TINY = torch.finfo(torch.float32).tiny
 
 
 class SparseFeatures:
-    """Seeded generator of sparse feature vectors shaped ``(instance, batch, n_features)``.
+    """Seeded generator of sparse feature vectors shaped ``(instance, batch, n_features)``: a
+    :class:`~superpose.data.BatchSource`.
+
+    The distribution is data (the attributes below); drawing is left to the sampling
+    strategies it delegates to: :mod:`~superpose.data.dense` (one uniform per element) and
+    :mod:`~superpose.data.sparse` (only the active entries of independent features).
 
     Args:
         n_features: number of features ``n``.
@@ -101,6 +100,8 @@ class SparseFeatures:
         self.feature_probability = per_instance_feature(
             "feature_probability", feature_probability, self.n_features, low=0.0, high=1.0
         ).to(self.device)
+        """``(instance or 1, n_features)`` probability that each feature fires (a hierarchy
+        child's conditional on its parent firing)."""
         if isinstance(magnitude, str):
             if magnitude not in MAGNITUDES:
                 raise ValueError(
@@ -108,34 +109,29 @@ class SparseFeatures:
                     f"got {magnitude!r}"
                 )
             self.magnitude_name = magnitude
-            self._inverse_cdf = MAGNITUDES[magnitude]
+            self.inverse_cdf = MAGNITUDES[magnitude]
         elif callable(magnitude):
             self.magnitude_name = getattr(magnitude, "__name__", "custom")
-            self._inverse_cdf = magnitude
+            self.inverse_cdf = magnitude
         else:
             raise TypeError(f"magnitude must be a name or a callable, got {magnitude!r}")
-        self.correlated_sets = self._check_sets("correlated_sets", correlated_sets, [])
-        self.anticorrelated_sets = self._check_sets(
-            "anticorrelated_sets", anticorrelated_sets, self.correlated_sets
-        )
         self.hierarchy = hierarchy
-        self._levels, exclusive_groups = self._hierarchy_layout()
-        self._set_index, self._lower, self._upper = self._set_layout(exclusive_groups)
-        # read once here, never while sampling: a sampler that reads a device tensor's value
-        # would wait for the GPU (and could not be recorded in a CUDA graph)
-        self._n_sets = 0 if self._set_index is None else int(self._set_index.max()) + 1
-        self._run_plans: dict[tuple[int | None, int, str], list[tuple[torch.Tensor, bool]]] = {}
-        self._shared_probability = bool(
-            (self.feature_probability == self.feature_probability[..., :1]).all()
+        self.correlation = correlation
+        self.firing = compile_firing(
+            self.feature_probability, correlated_sets, anticorrelated_sets, hierarchy, correlation
         )
-        self.marginal_probability = self._marginal_probability()
+        """How the features fire together, compiled (:class:`~superpose.data.firing.Firing`)."""
+        self.correlated_sets = self.firing.correlated_sets
+        self.anticorrelated_sets = self.firing.anticorrelated_sets
+        self.marginal_probability = self.firing.marginal(self.feature_probability)
         """``(instance or 1, n_features)`` probability that each feature fires: equals
         ``feature_probability`` except for hierarchy children (the product along the ancestry;
         exact without ``correlation``)."""
-        self.correlation = correlation
-        self._factor, self._residual = self._correlation_layout()
+        self._run_plans: dict[tuple[int | None, int, str], list[Run]] = {}
         self.generator = make_generator(seed, self.device)
+        """The stream draws use when given none (torch's global one without a seed)."""
         self.n_samples = None if n_samples is None else positive_int("n_samples", n_samples)
+        """Rows of the finite data set, or None for fresh data."""
         self.dataset: torch.Tensor | None = None
         """The finite data set ``(instance, n_samples, n_features)``, or None."""
         if self.n_samples is not None:
@@ -147,6 +143,20 @@ class SparseFeatures:
     def is_finite(self) -> bool:
         """Whether batches come from a fixed finite data set."""
         return self.dataset is not None
+
+    @property
+    def independent(self) -> bool:
+        """Whether every feature fires independently with a named magnitude (no sets,
+        hierarchy or correlation; ``magnitude`` from :data:`MAGNITUDES`): then sampling only
+        the active features (:meth:`sample_sparse`) is exact."""
+        named = any(self.inverse_cdf is magnitude for magnitude in MAGNITUDES.values())
+        return self.firing.independent and named
+
+    def generators(self, generator: torch.Generator | None = None) -> list[torch.Generator]:
+        """The generators that a draw with ``generator`` advances: ``[generator]``, or
+        ``[self.generator]`` for None (the trainer registers them with a CUDA graph, which
+        then advances them on every replay, and saves them in checkpoints)."""
+        return [self.generator if generator is None else generator]
 
     def sample(
         self,
@@ -193,10 +203,20 @@ class SparseFeatures:
             generator,
         )
 
-    def generators(self, generator: torch.Generator | None = None) -> list[torch.Generator]:
-        """The generators that ``sample(..., generator=generator)`` draws from (the trainer
-        registers them with a CUDA graph, which then advances them on every replay)."""
-        return [self.generator if generator is None else generator]
+    def draw(
+        self, batch_size: int, n_instances: int, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        """Fresh samples ``(n_instances, batch_size, n_features)`` from the distribution,
+        ignoring any finite data set (held-out evaluation uses this); unit-norm rows when
+        ``normalize``. ``generator``: as in :meth:`sample`."""
+        generator = self.generator if generator is None else generator
+        probability = broadcast_instances(
+            "feature_probability", self.feature_probability, n_instances
+        ).to(generator.device)
+        x = draw_dense(self, probability[:, None, :], batch_size, generator).contiguous()
+        if self.normalize:  # an all-zero row divides by ``tiny`` and stays zero
+            x.div_(torch.linalg.vector_norm(x, dim=-1, keepdim=True).clamp_min_(_TINY))
+        return x
 
     def sample_rows(
         self,
@@ -208,15 +228,14 @@ class SparseFeatures:
         """A batch as a :class:`CompactBatch` (arguments as :meth:`sample`); the trainer
         draws its batches here.
 
-        For :attr:`independent` features on infinite data, runs of consecutive instances whose
-        mean probability is below :data:`SPARSE_DENSITY` are drawn sparsely
-        (:func:`bernoulli_positions`, one uniform per active entry) and keep only their
-        non-empty rows, where the run is large enough to pay (:data:`SPARSE_MIN_ELEMENTS`)
+        For :attr:`independent` features on infinite data, runs of consecutive instances in
+        :meth:`sparse_instances` are drawn sparsely and keep only their non-empty rows
+        (:func:`superpose.data.sparse.compact_batch`), where the run is large enough to pay
         and ``sparse`` is True (the trainer's CUDA graphs need the same shapes every step);
         the other instances are drawn densely as by :meth:`draw`. The distribution is
         :meth:`sample`'s, but a seed gives other numbers than :meth:`sample` where an
-        instance is drawn sparsely. Otherwise this is :meth:`sample`'s
-        batch. Batches of at most :data:`FEATURE_MAJOR` features are feature-major views.
+        instance is drawn sparsely. Otherwise this is :meth:`sample`'s batch. Batches of at
+        most :data:`~superpose.data.sampling.FEATURE_MAJOR` features are feature-major views.
         """
         generator = self.generator if generator is None else generator
         if not self._draws_active or batch_size is None:
@@ -224,84 +243,38 @@ class SparseFeatures:
         batch_size = positive_int("batch_size", batch_size)
         if not sparse:  # reads no device values: a CUDA graph can record it
             probability = self._instance_probability(n_instances).to(generator.device)
-            return CompactBatch.of(self._draw_dense(probability[:, None], batch_size, generator))
-        parts: list[torch.Tensor] = []
-        repeats: list[int] = []
-        for probability, drawn_sparsely in self._runs(n_instances, batch_size, generator.device):
-            if drawn_sparsely:
-                run = self._sparse_rows(probability, batch_size, generator)
-                parts += run.parts
-                repeats += run.repeats
-            else:
-                parts.append(self._draw_dense(probability[:, None], batch_size, generator))
-                repeats.append(0)
-        return CompactBatch(tuple(parts), tuple(repeats), batch_size)
+            return CompactBatch.of(draw_dense(self, probability[:, None], batch_size, generator))
+        runs = self._runs(n_instances, batch_size, generator.device)
+        return compact_batch(self, runs, batch_size, generator)
 
-    def _runs(
-        self, n_instances: int | None, batch_size: int, device: torch.device
-    ) -> list[tuple[torch.Tensor, bool]]:
-        """:meth:`sample_rows`' plan: the runs of consecutive instances drawn alike, each as
-        its probabilities ``(instances, n_features)`` on ``device`` and whether it is drawn
-        sparsely (:meth:`sparse_instances`, in a run of at least :data:`SPARSE_MIN_ELEMENTS`
-        elements). Made once per instance count, batch size and device:
-        ``feature_probability`` is fixed at construction."""
-        key = (n_instances, batch_size, str(device))
-        if key not in self._run_plans:
-            probability = self._instance_probability(n_instances).to(device)
-            sparse = self.sparse_instances(n_instances).tolist()
-            for start, stop in _runs_of(sparse):  # a sparse run too small to pay goes dense
-                if (stop - start) * batch_size * self.n_features < SPARSE_MIN_ELEMENTS:
-                    sparse[start:stop] = [False] * (stop - start)
-            self._run_plans[key] = [
-                (probability[start:stop], sparse[start]) for start, stop in _runs_of(sparse)
-            ]
-        return self._run_plans[key]
+    def sample_sparse(
+        self,
+        batch_size: int | None,
+        n_instances: int | None = None,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """A batch as a sparse COO tensor ``(instance, batch_size, n_features)`` holding only
+        the active features (arguments as :meth:`sample`).
 
-    def _sparse_rows(
-        self, probability: torch.Tensor, batch_size: int, generator: torch.Generator
-    ) -> CompactBatch:
-        """The non-empty rows of a sparsely drawn batch for ``probability: (instance,
-        n_features)`` of independent features, as a :class:`CompactBatch`."""
-        (instance, row, feature), value = self._draw_active(probability, batch_size, generator)
-        rows, entry_row = torch.unique(instance * batch_size + row, return_inverse=True)
-        row_instance = rows.div(batch_size, rounding_mode="floor")
-        counts = torch.bincount(row_instance, minlength=probability.shape[0])
-        first_row = counts.cumsum(0).sub_(counts)
-        compact_row = (torch.arange(rows.numel(), device=rows.device) - first_row[row_instance])[
-            entry_row
-        ]
-        order = torch.argsort(instance, stable=True)
-        instance, compact_row, feature, value = (
-            t[order] for t in (instance, compact_row, feature, value)
-        )
-        needed = counts.add_(1).clamp_max_(batch_size)
-        parts = row_parts(needed, self.n_features)
-        bounds = torch.searchsorted(
-            instance, instance.new_tensor([p[0] for p in parts] + [probability.shape[0]])
-        ).tolist()
-        blocks = []
-        for (start, stop, need), first, last in zip(parts, bounds[:-1], bounds[1:], strict=True):
-            entries = slice(first, last)
-            where = (instance[entries] - start, compact_row[entries], feature[entries])
-            block = new_batch(value.new_zeros, stop - start, need, self.n_features)
-            block[where] = value[entries]
-            blocks.append(block)
-        return CompactBatch(tuple(blocks), tuple(batch_size - p[2] for p in parts), batch_size)
-
-    @property
-    def independent(self) -> bool:
-        """Whether every feature fires independently with a named magnitude (no sets,
-        hierarchy or correlation; ``magnitude`` from :data:`MAGNITUDES`): then sampling only
-        the active features (:meth:`sample_sparse`) is exact."""
-        plain = self._set_index is None and self.hierarchy is None and self._factor is None
-        return plain and any(self._inverse_cdf is named for named in MAGNITUDES.values())
+        For :attr:`independent` features on infinite data the active entries are drawn
+        directly (:func:`superpose.data.sparse.sparse_tensor`: one uniform per active entry
+        for its magnitude, none for ``"constant"``): the same distribution as
+        :meth:`sample`'s, at a cost proportional to the active entries. Otherwise (also with
+        ``normalize``) the dense batch is converted. The result is coalesced (entries sorted
+        by instance, row and feature).
+        """
+        generator = self.generator if generator is None else generator
+        if not self._draws_active:
+            return self.sample(batch_size, n_instances, generator).to_sparse()
+        probability = self._instance_probability(n_instances)
+        batch_size = positive_int("batch_size", batch_size)
+        return sparse_tensor(self, probability, batch_size, generator)
 
     def sparse_instances(self, n_instances: int | None = None) -> torch.Tensor:
         """``(n_instances,)`` bool: the instances for which :meth:`sample_sparse` pays (the SAE
-        sources then use it), those of independent features whose mean firing probability is
-        below :data:`SPARSE_DENSITY`."""
-        density = self._instance_probability(n_instances).mean(-1)
-        return (density < SPARSE_DENSITY) & self.independent
+        sources then use it), those of :attr:`independent` features whose mean firing
+        probability is below 3 % (:func:`superpose.data.sparse.sparse_pays`)."""
+        return sparse_pays(self._instance_probability(n_instances), self.independent)
 
     @property
     def _draws_active(self) -> bool:
@@ -317,255 +290,13 @@ class SparseFeatures:
             "feature_probability", self.feature_probability, positive_int("n_instances", instances)
         )
 
-    def sample_sparse(
-        self,
-        batch_size: int | None,
-        n_instances: int | None = None,
-        generator: torch.Generator | None = None,
-    ) -> torch.Tensor:
-        """A batch as a sparse COO tensor ``(instance, batch_size, n_features)`` holding only
-        the active features (arguments as :meth:`sample`).
-
-        For :attr:`independent` features on infinite data the active entries are drawn
-        directly (:func:`bernoulli_positions`, then one uniform per active entry for its
-        magnitude, none for ``"constant"``): the same distribution as :meth:`sample`'s, at a
-        cost proportional to the active entries. Otherwise (also with ``normalize``) the dense
-        batch is converted. The result is coalesced (entries sorted by instance, row and
-        feature).
-        """
-        generator = self.generator if generator is None else generator
-        if not self._draws_active:
-            return self.sample(batch_size, n_instances, generator).to_sparse()
-        probability = self._instance_probability(n_instances)
-        batch_size = positive_int("batch_size", batch_size)
-        indices, value = self._draw_active(probability, batch_size, generator)
-        shape = (probability.shape[0], batch_size, self.n_features)
-        order = torch.argsort((indices[0] * batch_size + indices[1]) * self.n_features + indices[2])
-        return torch.sparse_coo_tensor(
-            indices[:, order], value[order], shape, is_coalesced=True, check_invariants=False
-        )
-
-    def _draw_active(
-        self, probability: torch.Tensor, batch_size: int, generator: torch.Generator
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """The active entries for ``probability: (instance, n_features)`` of independent
-        features: their ``(3, active)`` indices (instance, row, feature) and ``(active,)``
-        magnitudes."""
-        column, row = bernoulli_positions(probability.reshape(-1), batch_size, generator)
-        if self._inverse_cdf is MAGNITUDES["constant"]:  # no uniforms needed
-            value = torch.ones(column.shape, device=column.device)
-        else:
-            value = self._inverse_cdf(uniform((column.numel(),), generator).to(column.device))
-        instance = column.div(self.n_features, rounding_mode="floor")
-        feature = column - instance * self.n_features
-        return torch.stack([instance, row, feature]), value
-
-    def draw(self, batch_size: int, n_instances: int, generator: torch.Generator) -> torch.Tensor:
-        """Fresh samples ``(n_instances, batch_size, n_features)`` from the distribution,
-        ignoring any finite data set (held-out evaluation uses this); unit-norm rows when
-        ``normalize``."""
-        probability = broadcast_instances(
-            "feature_probability", self.feature_probability, n_instances
-        ).to(generator.device)
-        x = self._draw_dense(probability[:, None, :], batch_size, generator).contiguous()
-        if self.normalize:  # an all-zero row divides by ``tiny`` and stays zero
-            x.div_(torch.linalg.vector_norm(x, dim=-1, keepdim=True).clamp_min_(_TINY))
-        return x
-
-    def _draw_dense(
-        self, probability: torch.Tensor, batch_size: int, generator: torch.Generator
-    ) -> torch.Tensor:
-        """One uniform per element: ``(instance, batch, n_features)`` for ``probability:
-        (instance, 1, n_features)``, feature-major for at most :data:`FEATURE_MAJOR`
-        features."""
-        n_instances = probability.shape[0]
-        u = new_batch(
-            lambda shape: uniform(shape, generator), n_instances, batch_size, self.n_features
-        )
-        plain = self._set_index is None and self.hierarchy is None and self._factor is None
-        if plain and self._inverse_cdf is MAGNITUDES["uniform"]:
-            if self._shared_probability:
-                probability = probability[..., :1]  # one per instance: a faster broadcast
-            return below_one(u.div_(-probability.clamp_min(torch.finfo(u.dtype).tiny)))
-        threshold = (
-            probability
-            if self._factor is None
-            else self._copula_threshold(probability, batch_size, generator)
-        )
-        if self._set_index is None:
-            active = u < threshold
-            source = u / threshold.clamp_min(torch.finfo(u.dtype).tiny)
-        else:
-            w = uniform((n_instances, batch_size, self._n_sets), generator)
-            in_set = self._set_index >= 0
-            w = torch.where(in_set, w[..., self._set_index.clamp_min(0)], u)
-            lower = torch.where(in_set, self._lower * probability, 0.0)
-            upper = torch.where(in_set, self._upper * probability, threshold)
-            active = (w >= lower) & (w < upper)
-            # a set member's own u is its magnitude's source as is: divide it by 1
-            divisor = torch.where(in_set, 1.0, threshold.clamp_min(torch.finfo(u.dtype).tiny))
-            source = u / divisor
-        for children, parents in self._levels:
-            active[..., children] &= active[..., parents]
-        return torch.where(active, self._inverse_cdf(source), 0.0)
-
-    def _copula_threshold(
-        self, probability: torch.Tensor, batch_size: int, generator: torch.Generator
-    ) -> torch.Tensor:
-        """Per-sample firing probabilities ``(instance, batch, n_features)`` given the copula's
-        shared factors ``g`` (see :class:`LowRankCorrelation`); their mean over ``g`` is
-        ``probability`` ``(instance, 1, n_features)``."""
-        factor = broadcast_instances("correlation", self._factor, probability.shape[0])
-        factor = factor.to(generator.device)
-        g = torch.randn(
-            (probability.shape[0], batch_size, factor.shape[-1]),
-            generator=generator,
-            device=generator.device,
-        )
-        shared = g @ factor.mT
-        residual = self._residual.to(generator.device)
-        return torch.special.ndtr((torch.special.ndtri(probability) - shared) / residual)
-
-    def _check_sets(
-        self, name: str, sets: Sequence[Sequence[int]], taken: list[list[int]]
-    ) -> list[list[int]]:
-        seen = {i for group in taken for i in group}
-        checked = []
-        for group in sets:
-            group = [int(i) for i in group]
-            if len(group) < 2:
-                raise ValueError(f"{name}: each set needs at least 2 features, got {group}")
-            if any(not 0 <= i < self.n_features for i in group):
-                raise ValueError(
-                    f"{name}: feature indices must lie in [0, {self.n_features - 1}], got {group}"
-                )
-            if seen.intersection(group) or len(set(group)) != len(group):
-                raise ValueError(
-                    f"{name}: sets must be disjoint (also from the other kind of "
-                    f"set), feature repeated in {group}"
-                )
-            seen.update(group)
-            checked.append(group)
-        return checked
-
-    def _hierarchy_layout(self) -> tuple[list[tuple[torch.Tensor, torch.Tensor]], list[list[int]]]:
-        """Validate the hierarchy; return its ``(children, parents)`` index pairs by depth
-        (shallowest first) and the groups of mutually exclusive siblings."""
-        if self.hierarchy is None:
-            return [], []
-        if not isinstance(self.hierarchy, Hierarchy):
-            raise TypeError(
-                f"hierarchy must be a superpose.data.Hierarchy or None, got {self.hierarchy!r}"
-            )
-        depth = self.hierarchy.depth(self.n_features)
-        parent = [int(i) for i in self.hierarchy.parent]
-        in_sets = {i for group in self.correlated_sets + self.anticorrelated_sets for i in group}
-        children_in_sets = sorted(i for i in in_sets if parent[i] >= 0)
-        if children_in_sets:
-            raise ValueError(
-                f"hierarchy: children {children_in_sets} cannot be in correlated_sets or "
-                "anticorrelated_sets (use Hierarchy.exclusive for mutually exclusive siblings)"
-            )
-        levels = []
-        for level in range(1, max(depth) + 1):
-            children = [i for i in range(self.n_features) if depth[i] == level]
-            levels.append(
-                (
-                    torch.tensor(children, device=self.device),
-                    torch.tensor([parent[i] for i in children], device=self.device),
-                )
-            )
-        exclusive = self.hierarchy.exclusive
-        if isinstance(exclusive, bool):
-            exclusive_parents = set(parent) - {-1} if exclusive else set()
-        else:
-            exclusive_parents = {int(i) for i in exclusive}
-            if any(not 0 <= i < self.n_features for i in exclusive_parents):
-                raise ValueError(
-                    f"hierarchy: exclusive parent indices must lie in "
-                    f"[0, {self.n_features - 1}], got {sorted(exclusive_parents)}"
-                )
-        groups = [
-            [i for i in range(self.n_features) if parent[i] == p] for p in sorted(exclusive_parents)
-        ]
-        return levels, [group for group in groups if len(group) >= 2]
-
-    def _marginal_probability(self) -> torch.Tensor:
-        marginal = self.feature_probability.clone()
-        for children, parents in self._levels:
-            marginal[:, children] *= marginal[:, parents]
-        return marginal
-
-    def _correlation_layout(self) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-        """Validate the correlation; return its factor ``(instance or 1, n_features, rank)``
-        and the independent parts' scales ``(instance or 1, 1, n_features)``."""
-        if self.correlation is None:
-            return None, None
-        if not isinstance(self.correlation, LowRankCorrelation):
-            raise TypeError(
-                "correlation must be a superpose.data.LowRankCorrelation or None, "
-                f"got {self.correlation!r}"
-            )
-        if self.correlated_sets or self.anticorrelated_sets:
-            raise ValueError(
-                "correlation cannot be combined with correlated_sets or anticorrelated_sets "
-                "(the copula already sets how features fire together)"
-            )
-        factor = self.correlation.checked_factor(self.n_features)
-        instances = {factor.shape[0], self.feature_probability.shape[0]} - {1}
-        if len(instances) > 1:
-            raise ValueError(
-                f"correlation has {factor.shape[0]} instances but feature_probability has "
-                f"{self.feature_probability.shape[0]}"
-            )
-        residual = (1 - factor.pow(2).sum(-1)).sqrt()[:, None, :]
-        return factor.to(self.device), residual.to(self.device)
-
-    def _set_layout(
-        self, exclusive_groups: list[list[int]]
-    ) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor]:
-        """Per feature: its set's index (-1 if none) and its activity window as multiples of p.
-
-        A feature ``j`` in a set is active when the set's uniform draw ``w`` lies in
-        ``[lower_j·p_j, upper_j·p_j)``: for a correlated set the window is ``[0, p)`` for every
-        member; for an anticorrelated set (or a hierarchy's exclusive siblings) the members'
-        windows tile ``[0, Σ p)``.
-        """
-        exclusive = [("anticorrelated_sets", group) for group in self.anticorrelated_sets]
-        exclusive += [("hierarchy: exclusive siblings", group) for group in exclusive_groups]
-        if not self.correlated_sets and not exclusive:
-            return None, torch.zeros(0), torch.zeros(0)
-        p = self.feature_probability.cpu()
-        set_index = torch.full((self.n_features,), -1, dtype=torch.long)
-        lower = torch.zeros(p.shape)
-        upper = torch.ones(p.shape)
-        for k, group in enumerate(self.correlated_sets):
-            set_index[group] = k
-            if not torch.allclose(p[:, group], p[:, group[:1]]):
-                raise ValueError(
-                    f"correlated_sets: features {group} must share one feature_probability"
-                )
-        offset = len(self.correlated_sets)
-        for k, (name, group) in enumerate(exclusive):
-            set_index[group] = offset + k
-            cumulative = torch.cumsum(p[:, group], dim=1)
-            if (cumulative[:, -1] > 1 + 1e-6).any():
-                raise ValueError(
-                    f"{name}: the probabilities of {group} sum to more "
-                    "than 1, so they cannot be mutually exclusive"
-                )
-            start = cumulative - p[:, group]
-            safe_p = p[:, group].clamp_min(torch.finfo(p.dtype).tiny)
-            lower[:, group] = start / safe_p
-            upper[:, group] = cumulative / safe_p
-        return (
-            set_index.to(self.device),
-            lower[:, None].to(self.device),
-            upper[:, None].to(self.device),
-        )
-
-
-def _runs_of(flags: list[bool]) -> list[tuple[int, int]]:
-    """``(start, stop)`` of each run of equal consecutive ``flags``."""
-    stops = [k for k in range(1, len(flags)) if flags[k] != flags[k - 1]]
-    return list(zip([0, *stops], [*stops, len(flags)], strict=True))
+    def _runs(self, n_instances: int | None, batch_size: int, device: torch.device) -> list[Run]:
+        """:meth:`sample_rows`' plan (:func:`superpose.data.sparse.plan_runs`) on ``device``,
+        made once per instance count, batch size and device: ``feature_probability`` is fixed
+        at construction."""
+        key = (n_instances, batch_size, str(device))
+        if key not in self._run_plans:
+            probability = self._instance_probability(n_instances).to(device)
+            flags = self.sparse_instances(n_instances).tolist()
+            self._run_plans[key] = plan_runs(probability, flags, batch_size)
+        return self._run_plans[key]

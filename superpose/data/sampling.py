@@ -1,6 +1,10 @@
 """The random numbers behind every batch: exact float uniforms from parallel PCG64 streams,
 sparse Bernoulli positions, the feature-major layout of small batches, and the compact
-batches (all-zero rows dropped) the trainer reads."""
+batches (all-zero rows dropped) the trainer reads.
+
+The tuning constants here (:data:`FEATURE_MAJOR` and the ``_``-prefixed ones) are internal:
+measured speed trade-offs, not API, and not exported from :mod:`superpose.data`.
+:data:`FEATURE_MAJOR` keeps its name because the fast path reads it too."""
 
 from __future__ import annotations
 
@@ -14,7 +18,7 @@ from functools import cache
 import numpy as np
 import torch
 
-UNIFORM_CHUNK = 2**19
+_UNIFORM_CHUNK = 2**19
 """Uniforms per independent PCG64 stream on CPU (fixed, so samples never depend on threads)."""
 
 
@@ -25,7 +29,7 @@ def uniform(
     ``generator``'s device and reproducible from its state (which advances by one draw on CPU).
 
     CUDA: ``torch.rand``. CPU: one 63-bit seed drawn from ``generator`` seeds numpy PCG64
-    streams (``numpy.random.SeedSequence.spawn``), one per :data:`UNIFORM_CHUNK` numbers,
+    streams (``numpy.random.SeedSequence.spawn``), one per :data:`_UNIFORM_CHUNK` numbers,
     filled by a thread pool (numpy releases the GIL while filling). Float32 numbers are
     numpy's ``Generator.random(dtype=np.float32)`` ones, bit for bit, made from the stream's
     raw 64-bit words (low half first, top 24 bits of each half, times ``2**-24``) in three
@@ -36,11 +40,11 @@ def uniform(
     seed = int(torch.randint(2**63 - 1, (), generator=generator))
     numpy_dtype = np.float64 if dtype == torch.float64 else np.float32
     out = np.empty(math.prod(shape), dtype=numpy_dtype)
-    starts = range(0, out.size, UNIFORM_CHUNK)
+    starts = range(0, out.size, _UNIFORM_CHUNK)
     streams = np.random.SeedSequence(seed).spawn(len(starts))
 
     def fill(chunk: int) -> None:
-        part = out[starts[chunk] : starts[chunk] + UNIFORM_CHUNK]
+        part = out[starts[chunk] : starts[chunk] + _UNIFORM_CHUNK]
         bit_generator = np.random.PCG64(streams[chunk])
         if numpy_dtype is np.float64:
             np.random.Generator(bit_generator).random(out=part)
@@ -58,39 +62,8 @@ def uniform(
     return torch.from_numpy(out).view(shape)
 
 
-SPARSE_DENSITY = 0.03
-"""Mean firing probability below which sampling an instance sparsely pays (see
-:meth:`SparseFeatures.sparse_instances`; the SAE sources use it).
-
-The crossover, measured for a dense ``(1, 1024, 1024)`` batch of uniform magnitudes on one
-thread of a loaded 2-core CPU: dense 10 ms at every density; sparse then materialised 5 ms at
-p = 0.005, 8–10 ms at 0.01–0.02, 24 ms at 0.05 (about 300 ns per active entry against 10 ns
-per element). Named non-uniform magnitudes make the dense path slower (crossover near 0.07),
-and consumers of :meth:`SparseFeatures.sample_sparse` that never materialise (the SAE
-sources) gain more.
-
-The trainer's batches (:meth:`SparseFeatures.sample_rows`, then the fast path's loss and
-gradients on the non-empty rows) cross over near the same density. Per step, dense against
-sparse, one thread of a 2-core CPU under load (load average 9): n=2, m=1 ×200 instances 22 ms
-against 8.6 / 10.7 / 16.3 / 35.6 ms at p = 0.003 / 0.01 / 0.03 / 0.1; n=5, m=2 ×20 8.2 ms
-against 7.3 / 8.2 / 16.0 ms at p = 0.01 / 0.03 / 0.1; n=100, m=20 ×10 52 ms against 43 / 69 ms
-at p = 0.01 / 0.03; n=1000, m=100 ×2 180 ms against 175 / 187 ms at p = 0.01 / 0.03."""
-
-SPARSE_MIN_ELEMENTS = 2**18
-"""Smallest run of consecutive sparse instances (mean probability below
-:data:`SPARSE_DENSITY`), counted in elements of its dense batch ``instances × batch_size ×
-n_features``, that :meth:`SparseFeatures.sample_rows` draws sparsely: below it the sparse
-path's fixed cost (about 0.5 ms a step) outweighs what it saves, and the run is drawn densely.
-
-Measured per training step, dense against sparse, one thread of an idle 2-core AMD EPYC, at
-p = 0.01 (and 0.003): n=2, m=1 ×16 instances (33k elements) 0.45 / 1.01 ms, ×64 (131k)
-0.94 / 1.24 (1.19 / 1.11), ×256 (524k) 2.8 / 1.8 ms; n=5, m=2 ×1 (5k) 0.35 / 0.94, ×16
-(82k) 0.62 / 1.12, ×64 (328k) 1.78 / 1.58 (3.56 / 1.29) ms; n=20, m=5 ×4 (82k)
-0.74 / 1.04, ×16 (328k) 2.0 / 1.5 ms; n=100, m=20 ×1 (102k) 0.95 / 1.34, ×4 (410k)
-3.0 / 2.9 (3.0 / 1.7) ms."""
-
 FEATURE_MAJOR = 8
-"""Batches of at most this many features are drawn feature-major: stored as ``(instance,
+"""(Internal.) Batches of at most this many features are drawn feature-major: stored as ``(instance,
 n_features, batch)`` and handed out as that tensor's transposed view ``(instance, batch,
 n_features)`` (:meth:`SparseFeatures.sample_rows`; :meth:`SparseFeatures.draw` returns a
 contiguous copy). An elementwise pass that broadcasts per-feature values along a last axis of
@@ -132,7 +105,7 @@ def below_one(negative_source: torch.Tensor) -> torch.Tensor:
     return torch.threshold_(negative_source, -1.0, -0.0).neg_()
 
 
-SLACK_SIGMAS = 4.0
+_SLACK_SIGMAS = 4.0
 """Gaps drawn per column and round in :func:`bernoulli_positions`: the expected number of
 successes plus this many standard deviations plus this many slots (more rounds follow for
 the rare column that needs them)."""
@@ -168,7 +141,7 @@ def bernoulli_positions(
     while column.numel():
         pc = p[column]
         mean = (length - start) * pc
-        slots = (mean + SLACK_SIGMAS * (mean * (1 - pc)).sqrt()).long() + int(SLACK_SIGMAS)
+        slots = (mean + _SLACK_SIGMAS * (mean * (1 - pc)).sqrt()).long() + int(_SLACK_SIGMAS)
         owner = torch.repeat_interleave(torch.arange(column.numel(), device=device), slots)
         u = uniform((owner.numel(),), generator, torch.float64).to(device)
         # failures before each success (0 when p = 1), capped so that the sums stay exact
@@ -201,7 +174,7 @@ def _fill_pool() -> ThreadPoolExecutor:
 os.register_at_fork(after_in_child=_fill_pool.cache_clear)
 
 
-PART_ELEMENTS = 2**18
+_PART_ELEMENTS = 2**18
 """Most elements ``(instance × rows × n_features)`` of one part of a :class:`CompactBatch` (about
 1 MiB of float32: a part's work stays in cache), unless one instance needs more."""
 
@@ -263,12 +236,12 @@ def row_parts(rows: torch.Tensor, n_features: int) -> list[tuple[int, int, int]]
 
     Returns:
         ``(start, stop, rows)`` per part: consecutive blocks of instances needing at most about
-        :data:`PART_ELEMENTS` elements together, each with the most rows any of them needs.
+        :data:`_PART_ELEMENTS` elements together, each with the most rows any of them needs.
         A part also ends where the running maximum of the needs reaches the next power of 2,
         so instances ordered by sparsity form parts of alike needs (padding them by less than
         2×); in any other order the parts are as large as the budget allows.
     """
-    budget = (rows * n_features).cumsum(0).sub_(1).div_(PART_ELEMENTS, rounding_mode="floor")
+    budget = (rows * n_features).cumsum(0).sub_(1).div_(_PART_ELEMENTS, rounding_mode="floor")
     new_part = budget.diff(prepend=budget.new_full((1,), -1)) > 0
     # and where the running maximum of the needs crosses a power of 2
     octave = rows.cummax(0).values.double().log2_().floor_()

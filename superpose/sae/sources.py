@@ -19,6 +19,8 @@ Per-instance / per-feature probabilities, magnitudes and correlated sets come fr
 Every source offers what the trainer reads: ``n_instances``, ``d_model``, ``device``,
 ``generator`` (its default random stream), ``directions`` (None where unknown) and
 ``sample(batch_size, n_instances, generator) → (instance, batch, d_model)`` float32.
+Every source is a :class:`superpose.data.ActivationBatchSource`, the SAE trainer's side of
+the batch contract (:mod:`superpose.data.source`).
 """
 
 from __future__ import annotations

@@ -32,7 +32,6 @@ import torch
 
 from superpose.analysis import scalar_metrics
 from superpose.data import SparseFeatures, geometric_probability, zipf_probability
-from superpose.fast import batch_loss
 from superpose.models import ToyModel
 from superpose.runtime import auto_threads, cpu_threads
 from superpose.sae import Superposed, evaluate
@@ -45,19 +44,6 @@ from superpose.sweep.streams import EVAL_STREAM, TRAIN_STREAM, CellStreams, stre
 from superpose.train import train
 from superpose.training import TrainingDiverged
 
-
-@torch.no_grad()
-def held_out_loss(model: ToyModel, data: CellStreams, n_samples: int, block: int) -> torch.Tensor:
-    """Per-instance loss ``(instance,)`` on ``n_samples`` draws of the evaluation stream,
-    in blocks of ``block`` rows (a packing-independent block size keeps it exact up to float
-    rounding)."""
-    total = torch.zeros(model.n_instances, dtype=torch.float64, device=model.W.device)
-    for start in range(0, n_samples, block):
-        rows = min(block, n_samples - start)
-        total += batch_loss(model, data.stream_rows(rows, EVAL_STREAM)).double() * rows
-    return (total / n_samples).float()
-
-
 SAE_LOG_EVERY = 100
 """Training steps per logged interval of an SAE cell (its ``final_*`` values average the last)."""
 
@@ -67,7 +53,7 @@ def _train_toy_cells(cells: list[Cell], device: str, threads: int | None) -> lis
     TrainingDiverged like the trainer (naming positions in ``cells``).
 
     The model's instances are the cells ordered by feature probability, so that the compact
-    batches (:meth:`CellStreams.stream_rows`) group cells of similar sparsity; the torch
+    batches (:meth:`CellStreams.sample_rows`) group cells of similar sparsity; the torch
     threads are ``threads``, or :func:`superpose.runtime.auto_threads` of the chunk's step."""
     order = sorted(range(len(cells)), key=lambda k: float(cells[k].config["feature_probability"]))
     config = cells[0].config
@@ -100,21 +86,24 @@ def _train_toy_model(cells: list[Cell], device: str) -> list[CellResult]:
         probability.expand(-1, n_features),
         [int(c.config["seed"]) for c in cells],
         magnitude=str(config["magnitude"]),
+        stream=TRAIN_STREAM,
         device=device,
     )
-    options = trainer_options("toy", config)
-    # the trainer's own held-out loss chunks its samples by instance count, so it is not
-    # packing-independent; the final loss is measured below instead.
-    options["eval_samples"] = 1
-    train(model, data, **options, seed=TRAIN_STREAM, device=device, progress=False)
-    loss = held_out_loss(model, data, int(config["eval_samples"]), int(config["batch_size"]))
+    result = train(
+        model,
+        data,
+        **trainer_options("toy", config),
+        eval_data=data.with_stream(EVAL_STREAM),  # drawn batch_size rows at a time
+        device=device,
+        progress=False,
+    )
     metrics = {name: values.cpu() for name, values in scalar_metrics(model.W).items()}
     state = {name: tensor.detach().cpu() for name, tensor in model.state_dict().items()}
     return [
         CellResult(
             cell=cell,
             status="done",
-            final_loss=float(loss[k]),
+            final_loss=float(result.loss[k]),
             metrics={name: float(values[k]) for name, values in metrics.items()},
             weights={name: tensor[k].clone() for name, tensor in state.items()},
             device=str(device),
