@@ -1,7 +1,8 @@
 """The one training loop and what every trainer shares: config dataclasses, learning-rate
 schedules, the divergence rule, the optimizer and thread accelerations, checkpoints.
 
-Modules: :mod:`~superpose.training.loop` (the loop, :class:`Trainable`),
+Modules: :mod:`~superpose.training.loop` (the loop), :mod:`~superpose.training.trainable`
+(:class:`Trainable`, what a trainer hands it),
 :mod:`~superpose.training.config` (:class:`LoopConfig`, :func:`setting`),
 :mod:`~superpose.training.schedule`, :mod:`~superpose.training.divergence`,
 :mod:`~superpose.training.optim`, :mod:`~superpose.training.checkpoint`;

@@ -15,16 +15,14 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
 from superpose import io
 from superpose._checks import positive_int
 from superpose._version import __version__
-
-if TYPE_CHECKING:
-    from superpose.training.loop import Trainable
+from superpose.training.trainable import Trainable
 
 FORMAT = "superpose.checkpoint/1"
 """The metadata's ``format`` entry."""

@@ -22,7 +22,7 @@ Thread choice (:func:`threads_for`) wraps a trainer's whole run, evaluation incl
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -39,6 +39,7 @@ from superpose.training.config import LoopConfig
 from superpose.training.divergence import check_interval
 from superpose.training.optim import direct_adamw
 from superpose.training.schedule import lr_factor
+from superpose.training.trainable import Trainable
 
 Metrics = dict[str, np.ndarray]
 """What ``on_log`` receives: each logged quantity's mean over the interval, ``(instance,)``."""
@@ -46,45 +47,6 @@ Metrics = dict[str, np.ndarray]
 OnLog = Callable[[int, Metrics], None]
 """``on_log(step, metrics)``: called after each logging interval; ``step`` counts the steps
 taken. Send the metrics to Weights & Biases, TensorBoard or a notebook plot from here."""
-
-
-@dataclass
-class Trainable:
-    """What a trainer hands the loop.
-
-    Attributes:
-        module: the parameters being trained (checkpointed with their buffers).
-        optimizer: its optimizer, one parameter group; with ``cuda_graph`` its learning
-            rate is a CUDA tensor and it is ``capturable``.
-        gradients: ``gradients(step)`` sets every parameter's ``.grad`` for step ``step``
-            (0-based) and returns the step's detached parts, each ``(instance,)``; ``"loss"``
-            (the objective, which the divergence rule watches) is required. With
-            ``cuda_graph`` it must not depend on ``step`` (it is recorded once).
-        n_instances: the instance axis of every part.
-        after_update: ``after_update(step)``, run after the optimizer's update (e.g. decoder
-            renormalisation, dead-latent bookkeeping); never recorded in a CUDA graph.
-        evaluate: optional extra measurements at each log, name → float or ``(instance,)``
-            values (logged with the parts).
-        generators: every generator the steps draw from (checkpointed; registered with a
-            CUDA graph).
-        cuda_graph: record ``gradients`` + update as a CUDA graph after a few eager steps.
-        state: the trainer's own state for checkpoints, name → tensor (e.g. how long each
-            latent has been silent); ``load_state`` puts it back.
-        load_state: see ``state``.
-        name: the progress bar's label.
-    """
-
-    module: torch.nn.Module
-    optimizer: torch.optim.Optimizer
-    gradients: Callable[[int], Mapping[str, torch.Tensor]]
-    n_instances: int
-    after_update: Callable[[int], None] | None = None
-    evaluate: Callable[[], Mapping[str, float | torch.Tensor]] | None = None
-    generators: Sequence[torch.Generator] = ()
-    cuda_graph: bool = False
-    state: Callable[[], dict[str, torch.Tensor]] | None = None
-    load_state: Callable[[Mapping[str, torch.Tensor]], None] | None = None
-    name: str = "train"
 
 
 @dataclass
