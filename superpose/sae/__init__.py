@@ -13,13 +13,23 @@ Modules: :mod:`~superpose.sae.sources` (activation sources), :mod:`~superpose.sa
 (the shared SAE module and registry), one module per kind (:mod:`~superpose.sae.relu`,
 :mod:`~superpose.sae.topk`, :mod:`~superpose.sae.jumprelu`,
 :mod:`~superpose.sae.matryoshka`), :mod:`~superpose.sae.train` (its fast path for the TopK
-kinds in :mod:`~superpose.sae.fast`) and :mod:`~superpose.sae.metrics`.
+kinds in :mod:`~superpose.sae.fast`), :mod:`~superpose.sae.metrics` (recovery scores) and
+:mod:`~superpose.sae.pathologies` (absorption, splitting and hedging, measured exactly).
 """
 
 from superpose.sae.base import KINDS, SAE, SparseAutoencoder
 from superpose.sae.jumprelu import JumpReLUSAE
 from superpose.sae.matryoshka import MatryoshkaSAE
 from superpose.sae.metrics import evaluate, feature_recovery
+from superpose.sae.pathologies import (
+    absorption,
+    absorption_summary,
+    hedging,
+    hedging_summary,
+    pathology_scores,
+    splitting,
+    splitting_summary,
+)
 from superpose.sae.relu import ReLUSAE
 from superpose.sae.sources import ActivationSource, ModelActivations, Superposed
 from superpose.sae.topk import BatchTopKSAE, TopKSAE
@@ -38,7 +48,14 @@ __all__ = [
     "SparseAutoencoder",
     "Superposed",
     "TopKSAE",
+    "absorption",
+    "absorption_summary",
     "evaluate",
     "feature_recovery",
+    "hedging",
+    "hedging_summary",
+    "pathology_scores",
+    "splitting",
+    "splitting_summary",
     "train",
 ]
