@@ -143,6 +143,27 @@ def test_an_unmatched_parent_leaves_its_pairs_undefined():
     assert pairs["absorption_cosine"].tolist() == pytest.approx([0.0, 0.0], abs=1e-6)
 
 
+def test_a_latent_writing_minus_the_parent_is_not_the_parent_s():
+    # latent 0 writes −d_0 and fires when the parent is absent (cancelling a bias); latent 1
+    # (cos 0.995 with d_0) is the parent's: |cos| would pick latent 0 (|cos| = 1)
+    source = world()
+    directions = source.directions
+    d0, d1, d2, d3 = directions
+    tilted = d0 + 0.1 * d3
+    W_dec = torch.stack([-d0, tilted / tilted.norm(), d1, d2, d3])[None]
+
+    def encode(x):
+        c = x @ directions.T  # the feature values (orthonormal directions)
+        z = torch.cat([(c[..., :1] < NOISE).float(), c * (c > NOISE)], -1)
+        return z
+
+    pairs = sae.absorption(W_dec, source, encode=encode)
+    assert pairs["parent_latent"].tolist() == [1, 1]
+    assert pairs["full_absorption"].tolist() == [0.0, 0.0]
+    assert sae.hedging(W_dec, source)["latent"].tolist() == [1, 2, 3, 4]
+    assert sae.splitting(W_dec, source, encode=encode)["aligned"].tolist() == [1, 1, 1, 1]
+
+
 def test_a_split_feature_is_counted_exactly():
     # feature 3 is split by context: latent 4 (d_3) fires without feature 0, latent 5
     # (≈ d_3, cos 0.98) with it; latent 6 (d_3) fires on feature 2 instead and latent 7 (d_3)

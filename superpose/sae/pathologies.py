@@ -6,10 +6,12 @@ so each has an exact definition here. Every score is computed per SAE instance f
 dictionary (an SAE, or a decoder ``W_dec: (instance, d_sae, d_model)`` with an ``encode``
 function ``(instance, batch, d_model) → (instance, batch, d_sae)``) and a source whose
 ``directions: (n_features, d_model)`` are the true features. A feature's *matched latent* is
-its partner in the one-to-one Hungarian matching of decoder rows to directions by ``|cos|``
-(:func:`superpose.sae.metrics.matching`; a feature has none when ``d_sae < n_features`` and
-it is left out). A latent *fires* when its activation is ``> 0``; a feature is *active* when
-its value is ``≠ 0``.
+its partner in the one-to-one Hungarian matching of decoder rows to directions by
+``max(cos, 0)`` (:func:`superpose.sae.metrics.matching`; a feature has none when ``d_sae <
+n_features`` and it is left out). Latents are non-negative, so a latent writing ``−d_f`` (one
+that fires when f is *absent*, e.g. to cancel ``b_dec``) is not f's latent: the cosines here
+are signed, unlike :func:`superpose.sae.metrics.abs_cosines`. A latent *fires* when its
+activation is ``> 0``; a feature is *active* when its value is ``≠ 0``.
 
 * **Absorption** (Chanin et al. 2024, "A is for Absorption: Studying Feature Splitting and
   Absorption in Sparse Autoencoders"), per (parent p, child c) pair of a
@@ -23,7 +25,7 @@ its value is ``≠ 0``.
   samples with p active and none of its children where p's latent is silent, is the control:
   a dead or weak parent latent raises it too, an absorbed one does not.
 * **Splitting** (Bricken et al. 2023, "Towards Monosemanticity", feature splitting), per true
-  feature f: ``split_count`` = the number of latents j with ``|cos(W_dec,j, d_f)| ≥
+  feature f: ``split_count`` = the number of latents j with ``cos(W_dec,j, d_f) ≥
   cos_threshold`` that fire and share f's firing, ``P(f active | j fires) ≥
   precision_threshold``. A perfect dictionary gives 1 for every feature.
 * **Hedging** (Chanin et al. 2025, "Feature Hedging: Correlated Features Break Narrow Sparse
@@ -54,7 +56,7 @@ import torch
 from superpose._checks import make_generator, positive_int
 from superpose.data import Hierarchy
 from superpose.sae.base import SparseAutoencoder
-from superpose.sae.metrics import abs_cosines, matching
+from superpose.sae.metrics import matching
 from superpose.sae.sources import ActivationSource, check_source, sample_for
 
 Encode = Callable[[torch.Tensor], torch.Tensor]
@@ -113,10 +115,18 @@ def _unit_directions(directions: object, d_model: int) -> torch.Tensor:
     return rows / rows.norm(dim=1, keepdim=True).clamp_min(1e-12)
 
 
+def _cosines(W_dec: torch.Tensor, directions: torch.Tensor) -> torch.Tensor:
+    """Signed ``cos(W_dec,j, d_f)`` ``(instance, d_sae, n_features)`` in float64 for ``W_dec:
+    (instance, d_sae, d_model)`` and unit ``directions: (n_features, d_model)`` (0 for a zero
+    row)."""
+    W = W_dec.double()
+    return (W / W.norm(dim=-1, keepdim=True).clamp_min(1e-300)) @ directions.T
+
+
 def _matched_latent(cosines: torch.Tensor) -> torch.Tensor:
-    """``(instance, n_features)`` each feature's matched latent (-1: none) for ``cosines:
-    (instance, d_sae, n_features)``."""
-    latents, features = matching(cosines)
+    """``(instance, n_features)`` each feature's matched latent (-1: none) for signed
+    ``cosines: (instance, d_sae, n_features)``, matched by ``max(cos, 0)``."""
+    latents, features = matching(cosines.clamp_min(0))
     matched = torch.full(cosines.shape[::2], -1, dtype=torch.long, device=cosines.device)
     return matched.scatter(1, features, latents)
 
@@ -223,7 +233,7 @@ def absorption(
     parents = torch.tensor([p for p, _ in pairs], device=device)
     children = torch.tensor([c for _, c in pairs], device=device)
     directions = _unit_directions(source.directions, W_dec.shape[2]).to(device)
-    matched = _matched_latent(abs_cosines(W_dec, directions))  # (instance, n_features)
+    matched = _matched_latent(_cosines(W_dec, directions))  # (instance, n_features)
     parent_latent, child_latent = matched[:, parents], matched[:, children]  # (instance, pair)
 
     W = W_dec.double()
@@ -304,7 +314,7 @@ def splitting(
 
     Args:
         model, source, encode, n_samples, seed, batch_size: as :func:`absorption`.
-        cos_threshold: ``|cos|`` in ``[0, 1]`` a latent's decoder needs with the feature. The
+        cos_threshold: the cosine in ``[0, 1]`` a latent's decoder needs with the feature. The
             default 0.8 leaves out a latent ``(d_p + d_c)/√2`` that absorbed a parent (0.707):
             absorption is scored by :func:`absorption`.
         precision_threshold: in ``[0, 1]``, the least fraction of a latent's firing on samples
@@ -319,7 +329,7 @@ def splitting(
     check_source(source, W_dec.shape[0], W_dec.shape[2])
     cos_threshold = _check_probability("cos_threshold", cos_threshold)
     precision_threshold = _check_probability("precision_threshold", precision_threshold)
-    cosines = abs_cosines(W_dec, _unit_directions(source.directions, W_dec.shape[2]).float())
+    cosines = _cosines(W_dec, _unit_directions(source.directions, W_dec.shape[2]).to(W_dec.device))
     instance, latent, feature = (cosines >= cos_threshold).nonzero(as_tuple=True)  # (pair,) each
     fires = torch.zeros(instance.shape, dtype=torch.float64, device=W_dec.device)
     shared = torch.zeros_like(fires)
@@ -401,7 +411,7 @@ def hedging(
 
     Returns:
         One row per instance and matched latent: ``instance``, ``latent``, ``feature``,
-        ``cosine`` (``|cos|`` with its feature), ``hedging``, ``hedging_correlated`` (NaN for a
+        ``cosine`` (with its feature), ``hedging``, ``hedging_correlated`` (NaN for a
         feature in no group or a zero decoder row).
     """
     W_dec, _ = _dictionary(model, None)
@@ -415,7 +425,7 @@ def hedging(
     W = W_dec.double()
     norms = W.norm(dim=-1, keepdim=True)
     unit = W / norms.clamp_min(1e-300)
-    latents, features = matching((unit @ directions.T).abs())  # (instance, matched) each
+    latents, features = matching((unit @ directions.T).clamp_min(0))  # (instance, matched)
     rows = unit.gather(1, latents[..., None].expand(-1, -1, W.shape[2]))  # (instance, m, d)
     cosine = (rows * directions[features]).sum(-1)  # (instance, m)
     residual = rows - cosine[..., None] * directions[features]  # ŵ − ⟨ŵ, d_f⟩ d_f
@@ -432,7 +442,7 @@ def hedging(
             "instance": np.repeat(np.arange(n_instances), n_matched),
             "latent": latents.flatten().cpu().numpy(),
             "feature": features.flatten().cpu().numpy(),
-            "cosine": cosine.abs().flatten().cpu().numpy(),
+            "cosine": cosine.flatten().cpu().numpy(),
             "hedging": hedged.flatten().cpu().numpy(),
             "hedging_correlated": hedged_correlated.flatten().cpu().numpy(),
         }
