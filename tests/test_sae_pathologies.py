@@ -162,6 +162,12 @@ def test_a_latent_writing_minus_the_parent_is_not_the_parent_s():
     assert pairs["full_absorption"].tolist() == [0.0, 0.0]
     assert sae.hedging(W_dec, source)["latent"].tolist() == [1, 2, 3, 4]
     assert sae.splitting(W_dec, source, encode=encode)["aligned"].tolist() == [1, 1, 1, 1]
+    # without latent 1 the parent has only −d_0: no latent, so its pairs are undefined
+    pairs = sae.absorption(
+        W_dec[:, [0, 2, 3, 4]], source, encode=lambda x: encode(x)[..., [0, 2, 3, 4]]
+    )
+    assert pairs["parent_latent"].tolist() == [-1, -1]
+    assert pairs["full_absorption"].isna().all()
 
 
 def test_a_split_feature_is_counted_exactly():

@@ -7,10 +7,11 @@ dictionary (an SAE, or a decoder ``W_dec: (instance, d_sae, d_model)`` with an `
 function ``(instance, batch, d_model) → (instance, batch, d_sae)``) and a source whose
 ``directions: (n_features, d_model)`` are the true features. A feature's *matched latent* is
 its partner in the one-to-one Hungarian matching of decoder rows to directions by
-``max(cos, 0)`` (:func:`superpose.sae.metrics.matching`; a feature has none when ``d_sae <
-n_features`` and it is left out). Latents are non-negative, so a latent writing ``−d_f`` (one
-that fires when f is *absent*, e.g. to cancel ``b_dec``) is not f's latent: the cosines here
-are signed, unlike :func:`superpose.sae.metrics.abs_cosines`. A latent *fires* when its
+``max(cos, 0)`` (:func:`superpose.sae.metrics.matching`); a feature has none when ``d_sae <
+n_features`` leaves it out or its partner's cosine is ``≤ 0``. Latents are non-negative, so a
+latent writing ``−d_f`` (one that fires when f is *absent*, e.g. to cancel a ``b_dec`` that
+holds f) is not f's latent: the cosines here are signed, unlike
+:func:`superpose.sae.metrics.abs_cosines`. A latent *fires* when its
 activation is ``> 0``; a feature is *active* when its value is ``≠ 0``.
 
 * **Absorption** (Chanin et al. 2024, "A is for Absorption: Studying Feature Splitting and
@@ -124,11 +125,13 @@ def _cosines(W_dec: torch.Tensor, directions: torch.Tensor) -> torch.Tensor:
 
 
 def _matched_latent(cosines: torch.Tensor) -> torch.Tensor:
-    """``(instance, n_features)`` each feature's matched latent (-1: none) for signed
-    ``cosines: (instance, d_sae, n_features)``, matched by ``max(cos, 0)``."""
+    """``(instance, n_features)`` each feature's matched latent for signed ``cosines:
+    (instance, d_sae, n_features)``, matched by ``max(cos, 0)``; -1 for none (unmatched, or a
+    partner with cosine ``≤ 0``)."""
     latents, features = matching(cosines.clamp_min(0))
+    positive = torch.gather(cosines.flatten(1), 1, latents * cosines.shape[2] + features) > 0
     matched = torch.full(cosines.shape[::2], -1, dtype=torch.long, device=cosines.device)
-    return matched.scatter(1, features, latents)
+    return matched.scatter(1, features, torch.where(positive, latents, -1))
 
 
 def _check_probability(name: str, value: object) -> float:
