@@ -284,6 +284,8 @@ def test_bad_input():
         sae.hedging(W_dec.tolist(), source)
     with pytest.raises(ValueError, match=r"model: a decoder must be shaped"):
         sae.hedging(W_dec[None], source)
+    with pytest.raises(TypeError, match=r"source must be a superpose\.sae source or a directions"):
+        sae.hedging(W_dec, source.directions.tolist())
     with pytest.raises(ValueError, match=r"directions must be shaped \(n_features, d_model=6\)"):
         sae.hedging(W_dec, torch.eye(5))
     with pytest.raises(ValueError, match=r"source\.d_model=6 but the SAE's d_in=5"):

@@ -22,13 +22,15 @@ activation is ``> 0``; a feature is *active* when its value is ``≠ 0``.
   child's latent (partial absorption); ``absorption_share`` = the share of the latents'
   reconstruction along ``d_p``, ``Σ_s Σ_j z_sj ⟨W_dec,j, d_p⟩``, not made by p's latent.
   A perfect dictionary scores 0 on all three; a parent latent that never fires with the child
-  scores ``full_absorption = absorption_share = 1``. ``parent_miss_alone``, the fraction of
+  scores ``full_absorption = absorption_share = 1`` (the share leaves ``[0, 1]`` only when
+  other latents write ``−d_p``). ``parent_miss_alone``, the fraction of
   samples with p active and none of its children where p's latent is silent, is the control:
   a dead or weak parent latent raises it too, an absorbed one does not.
 * **Splitting** (Bricken et al. 2023, "Towards Monosemanticity", feature splitting), per true
   feature f: ``split_count`` = the number of latents j with ``cos(W_dec,j, d_f) ≥
   cos_threshold`` that fire and share f's firing, ``P(f active | j fires) ≥
-  precision_threshold``. A perfect dictionary gives 1 for every feature.
+  precision_threshold``. A perfect dictionary gives 1 for every feature (``split_excess``,
+  the mean of ``max(split_count − 1, 0)``, is 0); a feature with no such latent gives 0.
 * **Hedging** (Chanin et al. 2025, "Feature Hedging: Correlated Features Break Narrow Sparse
   Autoencoders"), per latent j matched to feature f, with ``ŵ = W_dec,j / ‖W_dec,j‖``:
   ``hedging`` = the norm of ŵ's component along the *other* true features, ``‖P_S ŵ −
@@ -38,7 +40,8 @@ activation is ``> 0``; a feature is *active* when its value is ``≠ 0``.
   (superposition) every off-feature component counts, ``sin ∠(ŵ, d_f)``.
   ``hedging_correlated`` is the same with ``S`` the span of f's correlated group (f and the
   features it is correlated with), NaN for a feature in no group. A perfect dictionary
-  scores 0; a latent ``(d_1 + d_2)/√2`` hedging two orthonormal features scores ``1/√2``.
+  scores 0; a latent ``(d_1 + d_2)/√2`` hedging two orthonormal features scores ``1/√2`` (as
+  does a child's latent that absorbed its parent: hedging reads only the geometry).
 
 Each metric returns a table (one row per pair, feature or matched latent) and has a
 ``*_summary`` giving one row per instance (the means over its rows, NaN rows skipped);
@@ -135,6 +138,7 @@ def _matched_latent(cosines: torch.Tensor) -> torch.Tensor:
 
 
 def _check_probability(name: str, value: object) -> float:
+    """``value`` as a float, or a ValueError unless it is a number in ``[0, 1]``."""
     if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
         raise ValueError(f"{name} must be a number in [0, 1], got {value!r}")
     return float(value)
@@ -421,8 +425,13 @@ def hedging(
     if isinstance(source, ActivationSource):
         groups = source.features.correlated_sets if correlated is None else correlated
         source = source.directions
-    else:
+    elif isinstance(source, torch.Tensor):
         groups = [] if correlated is None else correlated
+    else:
+        raise TypeError(
+            f"source must be a superpose.sae source or a directions tensor, got "
+            f"{type(source).__name__}"
+        )
     directions = _unit_directions(source, W_dec.shape[2]).to(W_dec.device)
     groups = _groups(groups, directions.shape[0])
     W = W_dec.double()
