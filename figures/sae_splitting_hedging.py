@@ -27,7 +27,7 @@ LINE_PANELS = (
         "hedging_correlated",
         "hedging along the latent's own group\n(correlated in the correlated world)",
     ),
-    ("mcc", "MCC (Hungarian matching of decoder rows)"),
+    ("dead_fraction", "dead latents (never fire on held-out samples)"),
     ("split_fraction", "features split over 2 or more latents\n(cos ≥ 0.8, firing mostly on it)"),
 )
 SPLIT_BINS = (0, 1, 2, 3)
@@ -91,8 +91,8 @@ def main(results: Path, out: Path) -> list[Path]:
         for world, style in STYLES.items()
     ]
     grid[0, 0].legend(handles=handles, fontsize=7)
-    _distribution(grid[1, 1], counts, config["kinds"][0], "independent")
-    _distribution(grid[1, 2], counts, config["kinds"][0], "correlated")
+    for ax, kind in zip(grid[1, 1:], ("relu", "topk"), strict=True):
+        _distribution(ax, counts, kind, "independent")
     fig.suptitle(
         f"Splitting and hedging against width: {config['n_features']} orthonormal features in "
         f"{config['n_features']} dims, p = {config['probability']}, magnitudes U[0, 1]; "
