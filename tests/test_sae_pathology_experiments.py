@@ -72,7 +72,7 @@ def quick_run_and_figure(stem, tmp_path):
     return results / stem
 
 
-@pytest.mark.slow  # about 20 s alone, a minute under load
+@pytest.mark.slow  # about 6 s alone, a minute under load
 def test_sae_absorption_quick_run_and_figure(tmp_path):
     experiment = registry.load("experiments", "sae-absorption")
     folder = quick_run_and_figure("sae_absorption", tmp_path)
@@ -92,7 +92,7 @@ def test_sae_absorption_quick_run_and_figure(tmp_path):
     assert config["size"] == "quick" and config["n_features"] == 20
 
 
-@pytest.mark.slow  # about 15 s alone, a minute under load
+@pytest.mark.slow  # about 5 s alone, a minute under load
 def test_sae_splitting_hedging_quick_run_and_figure(tmp_path):
     experiment = registry.load("experiments", "sae-splitting-hedging")
     folder = quick_run_and_figure("sae_splitting_hedging", tmp_path)
@@ -105,19 +105,22 @@ def test_sae_splitting_hedging_quick_run_and_figure(tmp_path):
     assert (totals == 16).all()
 
 
-@pytest.mark.slow  # about 20 s alone
+@pytest.mark.slow  # about 12 s alone
 def test_an_l1_sae_absorbs_the_toy_parent_only_in_the_hierarchical_world():
-    # measured (seed 0, λ = 0.003, 3,000 steps at lr 3e-3): hierarchical full absorption 0.95,
-    # share 0.99, control 0.0; independent 0.0
+    # instance 7 of the experiment's toy sweep (init seed 7, λ = 0.003, 3,000 steps at lr
+    # 3e-3, batches seeded 5), measured: hierarchical full absorption 1.0, share 1.0, cos 0.707,
+    # control 0.0; independent 0.0. (Other seeds can instead fold f0 into b_dec, leaving f0 no
+    # latent: its scores are then NaN, as for seed 0 at λ = 0.001.)
     experiment = registry.load("experiments", "sae-absorption")
     scores = {}
     for hierarchical in (True, False):
         world = experiment.toy_world(hierarchical)
-        model = sae.SAE("relu", 1, 50, 4, seed=[0], l1_coefficient=0.003)
+        model = sae.SAE("relu", 1, 50, 4, seed=[7], l1_coefficient=0.003)
         sae.train(model, world, steps=3000, lr=3e-3, seed=5, progress=False)
         pairs = sae.absorption(model, world, hierarchy=experiment.TOY_HIERARCHY, seed=7)
         scores[hierarchical] = pairs.iloc[0]
-    assert scores[True]["full_absorption"] > 0.9 and scores[True]["absorption_share"] > 0.9
-    assert scores[True]["absorption_cosine"] == pytest.approx(2**-0.5, abs=0.05)
-    assert scores[True]["parent_miss_alone"] < 0.05
-    assert scores[False]["full_absorption"] < 0.05
+    assert scores[True]["full_absorption"] > 0.99 and scores[True]["absorption_share"] > 0.99
+    assert scores[True]["absorption_cosine"] == pytest.approx(2**-0.5, abs=0.01)
+    assert scores[True]["parent_miss_alone"] < 0.01
+    assert scores[False]["full_absorption"] < 0.01
+    assert scores[False]["absorption_cosine"] == pytest.approx(0.0, abs=0.01)
