@@ -72,7 +72,6 @@ def quick_run_and_figure(stem, tmp_path):
     return results / stem
 
 
-@pytest.mark.slow  # about 6 s alone, a minute under load
 def test_sae_absorption_quick_run_and_figure(tmp_path):
     experiment = registry.load("experiments", "sae-absorption")
     folder = quick_run_and_figure("sae_absorption", tmp_path)
@@ -92,7 +91,6 @@ def test_sae_absorption_quick_run_and_figure(tmp_path):
     assert config["size"] == "quick" and config["n_features"] == 20
 
 
-@pytest.mark.slow  # about 5 s alone, a minute under load
 def test_sae_splitting_hedging_quick_run_and_figure(tmp_path):
     experiment = registry.load("experiments", "sae-splitting-hedging")
     folder = quick_run_and_figure("sae_splitting_hedging", tmp_path)
