@@ -23,13 +23,16 @@ Modules: :mod:`~superpose.sae.sources` (activation sources), :mod:`~superpose.sa
 (the shared SAE module and registry), one module per kind (:mod:`~superpose.sae.relu`,
 :mod:`~superpose.sae.topk`, :mod:`~superpose.sae.jumprelu`,
 :mod:`~superpose.sae.matryoshka`), :mod:`~superpose.sae.train` (its fast path for the TopK
-kinds in :mod:`~superpose.sae.fast`), :mod:`~superpose.sae.metrics` and
+kinds in :mod:`~superpose.sae.fast`), :mod:`~superpose.sae.metrics` (recovery scores),
+:mod:`~superpose.sae.pathologies` (absorption, splitting and hedging, measured exactly) and
 :mod:`~superpose.sae.saelens` (SAELens files).
 
 Functions: :func:`train` (and :func:`resample_dead`, its dead-latent resampling),
 :func:`evaluate`, :func:`feature_recovery`, :func:`abs_cosines` (the ``|cos|`` matrix they
-score), :func:`matching` (their one-to-one latent–feature matching) and
-:func:`random_baseline` (the chance level of the scores: what random dictionaries get).
+score), :func:`matching` (their one-to-one latent–feature matching),
+:func:`random_baseline` (the chance level of the scores: what random dictionaries get) and
+the pathologies :func:`absorption`, :func:`splitting`, :func:`hedging` (with their
+``*_summary``) and :func:`pathology_scores`.
 """
 
 from superpose.sae.base import KINDS, SAE, SparseAutoencoder
@@ -41,6 +44,15 @@ from superpose.sae.metrics import (
     feature_recovery,
     matching,
     random_baseline,
+)
+from superpose.sae.pathologies import (
+    absorption,
+    absorption_summary,
+    hedging,
+    hedging_summary,
+    pathology_scores,
+    splitting,
+    splitting_summary,
 )
 from superpose.sae.relu import ReLUSAE
 from superpose.sae.saelens import from_saelens, to_saelens
@@ -64,12 +76,19 @@ __all__ = [
     "Superposed",
     "TopKSAE",
     "abs_cosines",
+    "absorption",
+    "absorption_summary",
     "evaluate",
     "feature_recovery",
     "from_saelens",
+    "hedging",
+    "hedging_summary",
     "matching",
+    "pathology_scores",
     "random_baseline",
     "resample_dead",
+    "splitting",
+    "splitting_summary",
     "to_saelens",
     "train",
 ]
