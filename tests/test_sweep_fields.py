@@ -14,7 +14,7 @@ from superpose.sweep import TASKS, Chunk, SweepSpec, run_chunk
 from superpose.sweep import execute as sweep_execute
 from superpose.sweep.execute import SAE_LOG_EVERY, build_sae, sae_source
 from superpose.sweep.spec import NOT_SWEPT, SAE_SPARSITY, TRAINER_CONFIGS
-from superpose.sweep.streams import TRAIN_STREAM, CellStreams, stream_seed
+from superpose.sweep.streams import EVAL_STREAM, TRAIN_STREAM, CellStreams, stream_seed
 from superpose.train import cpu_threads, train
 from superpose.training.config import settings
 
@@ -126,8 +126,10 @@ def direct_run(cell, **training):
         seed=[config["seed"]],
     )
     probability = torch.full((1, config["n_features"]), config["feature_probability"])
-    data = CellStreams(probability, [config["seed"]], magnitude=config["magnitude"])
-    train(model, data, **training, eval_samples=1, seed=TRAIN_STREAM, progress=False)
+    data = CellStreams(
+        probability, [config["seed"]], magnitude=config["magnitude"], stream=TRAIN_STREAM
+    )
+    train(model, data, **training, eval_data=data.with_stream(EVAL_STREAM), progress=False)
     return model
 
 

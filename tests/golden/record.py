@@ -272,7 +272,7 @@ def toy_full_batch_row_blocks() -> dict[str, Value]:
 
 SPARSE_PROBABILITY = [[0.2]] * 8 + [[p] for p in np.geomspace(0.02, 0.002, 56).tolist()]
 """64 instances: 8 dense, then a run of 56 below 3 % (56 × 1024 × 8 = 458,752 elements per
-step ≥ ``superpose.data.SPARSE_MIN_ELEMENTS`` = 2^18, so that run is drawn sparsely)."""
+step ≥ ``superpose.data.sparse._SPARSE_MIN_ELEMENTS`` = 2^18, so that run is drawn sparsely)."""
 
 
 SPARSE_ROW_MAJOR = [[0.1]] * 2 + [[0.01]] * 10
@@ -1029,7 +1029,8 @@ def same_scalar(got: object, want: object, exact: bool) -> bool:
 def self_checks() -> None:
     """That the cases exercise what they claim (checked when recording)."""
     assert set(SAE_KINDS) == set(sae.KINDS), "a new SAE kind: add it to SAE_KINDS"
-    from superpose.data import SPARSE_DENSITY, SPARSE_MIN_ELEMENTS
+    from superpose.data.sparse import _SPARSE_DENSITY as SPARSE_DENSITY
+    from superpose.data.sparse import _SPARSE_MIN_ELEMENTS as SPARSE_MIN_ELEMENTS
 
     for probability, n_features in ((SPARSE_PROBABILITY, 8), (SPARSE_ROW_MAJOR, 32)):
         data = SparseFeatures(n_features, probability, seed=0)
