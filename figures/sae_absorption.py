@@ -10,23 +10,11 @@ import matplotlib.pyplot as plt
 import pandas as pd
 from matplotlib.ticker import NullFormatter
 
-from superpose.plotting import save_figure
+from superpose.plotting import SAE_KIND_COLORS, SAE_KIND_LABELS, save_figure
 from superpose.registry import figure_script
 
-LABELS = {
-    "relu": "ReLU (L1)",
-    "jumprelu": "JumpReLU",
-    "topk": "TopK",
-    "batchtopk": "BatchTopK",
-    "matryoshka": "Matryoshka",
-}
-COLORS = {
-    "relu": "tab:gray",
-    "jumprelu": "tab:orange",
-    "topk": "tab:blue",
-    "batchtopk": "tab:green",
-    "matryoshka": "tab:purple",
-}
+LABELS = SAE_KIND_LABELS
+COLORS = SAE_KIND_COLORS
 L0_TICKS = (2, 3, 4, 6, 8, 12, 24, 48)
 SCALED_PANELS = (
     ("absorption", "full absorption: parent's latent silent\nwhen parent and child fire"),

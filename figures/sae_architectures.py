@@ -10,23 +10,17 @@ import matplotlib.pyplot as plt
 import pandas as pd
 
 from superpose import sae
-from superpose.plotting import chance_label, plot_chance, save_figure
+from superpose.plotting import (
+    SAE_KIND_COLORS,
+    SAE_KIND_LABELS,
+    chance_label,
+    plot_chance,
+    save_figure,
+)
 from superpose.registry import figure_script
 
-LABELS = {
-    "relu": "ReLU (L1)",
-    "jumprelu": "JumpReLU",
-    "topk": "TopK",
-    "batchtopk": "BatchTopK",
-    "matryoshka": "Matryoshka",
-}
-COLORS = {
-    "relu": "tab:gray",
-    "jumprelu": "tab:orange",
-    "topk": "tab:blue",
-    "batchtopk": "tab:green",
-    "matryoshka": "tab:purple",
-}
+LABELS = SAE_KIND_LABELS
+COLORS = SAE_KIND_COLORS
 METRICS = (
     ("mcc", "MCC"),
     ("f1", "F1 (matched latents)"),

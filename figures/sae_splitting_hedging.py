@@ -10,16 +10,11 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from superpose.plotting import save_figure
+from superpose.plotting import SAE_KIND_COLORS, SAE_KIND_LABELS, save_figure
 from superpose.registry import figure_script
 
-LABELS = {"topk": "TopK", "relu": "ReLU (L1)", "batchtopk": "BatchTopK", "jumprelu": "JumpReLU"}
-COLORS = {
-    "topk": "tab:blue",
-    "relu": "tab:gray",
-    "batchtopk": "tab:green",
-    "jumprelu": "tab:orange",
-}
+LABELS = {kind: SAE_KIND_LABELS[kind] for kind in ("topk", "relu", "batchtopk", "jumprelu")}
+COLORS = SAE_KIND_COLORS
 STYLES = {"independent": ":", "correlated": "-"}
 LINE_PANELS = (
     ("hedging", "hedging: matched latents' decoder\nalong the other true features"),

@@ -19,6 +19,24 @@ from superpose.geometry import POLYTOPES
 FEATURE_CMAP = "viridis"
 """Colour map for features ordered by importance (most important first)."""
 
+SAE_KIND_LABELS = {
+    "relu": "ReLU (L1)",
+    "jumprelu": "JumpReLU",
+    "topk": "TopK",
+    "batchtopk": "BatchTopK",
+    "matryoshka": "Matryoshka",
+}
+"""Each SAE kind's name in figures, in the order figures list them."""
+
+SAE_KIND_COLORS = {
+    "relu": "tab:gray",
+    "jumprelu": "tab:orange",
+    "topk": "tab:blue",
+    "batchtopk": "tab:green",
+    "matryoshka": "tab:purple",
+}
+"""Each SAE kind's colour, the same in every figure."""
+
 
 def save_figure(
     fig: Figure, path: str | Path, formats: tuple[str, ...] = ("png", "pdf"), dpi: int = 150
