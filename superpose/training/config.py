@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from superpose._checks import optional_seed, positive_int
+from superpose._checks import positive_int
 from superpose.training.schedule import SCHEDULES
 
 Check = Callable[[str, Any], None]
@@ -96,17 +96,6 @@ def one_of(choices: tuple[str, ...]) -> Check:
 
     check.__doc__ = f"One of {', '.join(choices)}."
     return check
-
-
-def boolean(name: str, value: Any) -> None:
-    """True or False."""
-    if not isinstance(value, bool):
-        raise TypeError(f"{name} must be True or False, got {value!r}")
-
-
-def seed_or_none(name: str, value: Any) -> None:
-    """An int or None."""
-    optional_seed(value)
 
 
 def steps_within_run(name: str, value: Any, steps: int) -> None:
