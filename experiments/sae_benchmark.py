@@ -29,9 +29,8 @@ fresh samples of that world with the same sample budget and batch size:
   ``grid``: ``--grid`` SAEs trained together on shared batches. SAELens trains one SAE per
   run, so its rate for the grid is its one-SAE rate (``--grid`` runs one after another take
   ``--grid`` times as long): that is the ``saelens`` row, and the grid ratio divides by it.
-  ``ours-bf16`` and ``grid-bf16`` are the same with ``precision="bf16"`` (bfloat16 encoder
-  product); they join the default methods only on CPUs with bf16 instructions (``amx_bf16``
-  or ``avx512_bf16``), where they can pay.
+  (0.4's ``ours-bf16`` and ``grid-bf16``, a bfloat16 selection product, measured slower than
+  float32 on every CPU tried and were dropped with it.)
 
 Every dictionary is scored by the same code on the same held-out sample: MCC (one-to-one
 Hungarian matching of decoder rows to true directions, mean |cosine|) by
@@ -44,7 +43,7 @@ methods, alternating order.
 Seeds: ``--seed`` draws the directions, ``--seed + 1`` every SAE's initialisation and training
 stream, ``--seed + 2`` the held-out sample (an SAE initialised from the directions' seed would
 start at the true directions: unit rows from the same random numbers). All methods run in
-float32 (but the ``-bf16`` ones) on ``--threads`` torch threads (default 1); scikit-learn's
+float32 on ``--threads`` torch threads (default 1); scikit-learn's
 BLAS is limited to the same count. One thread is the default because on a 2-core machine
 with a little other load, two threads made ``ours`` 30 times slower (1,500 against 44,000
 samples/s at load 1-3; its step is a few hundred small ops, each a parallel region that
@@ -305,19 +304,15 @@ def ours_source(probability: torch.Tensor, seed: int) -> object | None:
     return Superposed(features, d_model=D_MODEL, orthogonal=True, seed=seed)
 
 
-def run_ours(
-    world: World, samples: int, n_sae: int, seed: int, precision: str, device: str
-) -> Outcome:
-    """Train ``n_sae`` BatchTopK SAEs together with ``superpose.sae.train`` (``precision``
-    ``"fp32"`` or ``"bf16"``)."""
+def run_ours(world: World, samples: int, n_sae: int, seed: int, device: str) -> Outcome:
+    """Train ``n_sae`` BatchTopK SAEs together with ``superpose.sae.train``."""
     from superpose.sae import SAE, train
 
     sae = SAE("batchtopk", n_instances=n_sae, d_in=D_MODEL, d_sae=WIDTH, k=K, seed=seed)
-    options = {} if precision == "fp32" else {"precision": precision}
     start = time.perf_counter()
     train(
         sae, world.ours, steps=samples // BATCH_SIZE, batch_size=BATCH_SIZE, lr=LR, seed=seed,
-        device=device, progress=False, method="auto", **options,
+        device=device, progress=False, method="auto",
     )  # fmt: skip
     wall = time.perf_counter() - start
 
@@ -327,7 +322,7 @@ def run_ours(
         return codes.cpu(), sae.decode(codes).cpu()
 
     W_dec = sae.W_dec.detach().cpu().float()
-    name = ("ours" if n_sae == 1 else f"ours x{n_sae}") + ("" if precision == "fp32" else " bf16")
+    name = "ours" if n_sae == 1 else f"ours x{n_sae}"
     return Outcome(name, (samples // BATCH_SIZE) * BATCH_SIZE, n_sae, wall, W_dec, codec)
 
 
@@ -394,14 +389,10 @@ def cli() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--methods",
-        default=None,
-        help="comma-separated subset of saelens,sklearn,ours,grid,ours-bf16,grid-bf16 "
-        "(default: the first four, and the bf16 ones where the CPU has bf16 instructions)",
+        default="saelens,sklearn,ours,grid",
+        help="comma-separated subset of saelens,sklearn,ours,grid",
     )
     args = parser.parse_args()
-    if args.methods is None:
-        bf16 = machine.has_bf16_units()
-        args.methods = "saelens,sklearn,ours,grid" + (",ours-bf16,grid-bf16" if bf16 else "")
     if args.quick:
         args.samples, args.sklearn_samples, args.eval_samples = 16_384, 2_048, 8_192
     torch.set_num_threads(args.threads)
@@ -413,10 +404,8 @@ def cli() -> None:
 
     runners: dict[str, Callable[[], Outcome]] = {
         "sklearn": lambda: run_sklearn(world, args.sklearn_samples, seed),
-        "ours": lambda: run_ours(world, args.samples, 1, seed, "fp32", args.device),
-        "grid": lambda: run_ours(world, args.samples, args.grid, seed, "fp32", args.device),
-        "ours-bf16": lambda: run_ours(world, args.samples, 1, seed, "bf16", args.device),
-        "grid-bf16": lambda: run_ours(world, args.samples, args.grid, seed, "bf16", args.device),
+        "ours": lambda: run_ours(world, args.samples, 1, seed, args.device),
+        "grid": lambda: run_ours(world, args.samples, args.grid, seed, args.device),
     }
     methods = [name for name in args.methods.split(",") if name]
     if world.ours is None:

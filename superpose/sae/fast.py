@@ -17,15 +17,10 @@ latent j, value z_sj = ReLU(π_sj))``:
 
 AuxK (see :mod:`superpose.sae.topk`) works on the dead latents only: their pre-activations
 are gathered into ``(batch, n_dead)``, the top ``aux_k`` kept, and its gradient flows into
-those latents' decoder rows, encoder columns and biases by products of that width (with
-``precision="bf16"`` from their bf16-rounded pre-activations).
+those latents' decoder rows, encoder columns and biases by products of that width.
 
-``precision="bf16"`` computes the pre-activations from bfloat16 operands (float32
-accumulation inside the CPU's bf16 instructions, a bf16 result, the bias added in bf16) and
-uses them only to *select* the active latents; their values are then recomputed exactly in
-float32 (a dot product per entry), and every gradient, the weights and the optimiser state
-stay float32. The selection can differ from float32's where two pre-activations are within
-bf16 rounding (about 0.4 %).
+Everything is float32. (0.4 offered a bfloat16 encoder product to select the active latents;
+it measured slower than float32 on every CPU tried, so 0.5 dropped it.)
 """
 
 from __future__ import annotations
@@ -118,7 +113,6 @@ def loss_and_backward(
     sae: TopKSAE,
     x: torch.Tensor,
     dead: torch.Tensor,
-    precision: str = "fp32",
     workspace: dict[str, torch.Tensor] | None = None,
 ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
     """:func:`superpose.sae.train.loss_and_backward` for a TopK or BatchTopK SAE without
@@ -127,7 +121,6 @@ def loss_and_backward(
     kinds have no sparsity penalty, so there is no warm-up factor to apply.
 
     Args:
-        precision: ``"fp32"`` or ``"bf16"`` (see the module docstring).
         workspace: a dict kept across steps (the trainer passes one) in which the
             pre-activations' buffer ``(instance, batch, d_sae)`` is reused: a fresh buffer of
             that size each step costs page faults comparable to the encoder product.
@@ -141,13 +134,12 @@ def loss_and_backward(
     d_sae = sae.d_sae
     W_enc, b_enc, W_dec, b_dec = sae.W_enc, sae.b_enc, sae.W_dec, sae.b_dec
     centred = x - b_dec[:, None, :]
-    dtype = torch.bfloat16 if precision == "bf16" else x.dtype
     shape = (n_instances, batch_size, d_sae)
     workspace = {} if workspace is None else workspace
     pre = workspace.get("pre")
-    if pre is None or pre.shape != shape or pre.dtype != dtype or pre.device != x.device:
-        pre = workspace["pre"] = x.new_empty(shape, dtype=dtype)
-    torch.bmm(centred.to(dtype), W_enc.to(dtype), out=pre).add_(b_enc[:, None, :].to(dtype))
+    if pre is None or pre.shape != shape or pre.dtype != x.dtype or pre.device != x.device:
+        pre = workspace["pre"] = x.new_empty(shape)
+    torch.bmm(centred, W_enc, out=pre).add_(b_enc[:, None, :])
     flat, values = _active(sae, pre)
     row = flat.div(d_sae, rounding_mode="floor")
     latent = flat - row * d_sae
@@ -155,12 +147,7 @@ def loss_and_backward(
     sample = (row + instance_rows * batch_size).flatten()  # (entries,) into (instance·batch)
     column = (latent + instance_rows * d_sae).flatten()  # into (instance·d_sae)
     centred_rows = centred.reshape(-1, d_in)
-    z = values.flatten()
-    if precision == "bf16":  # exact float32 values for the selected entries
-        encoder_columns = W_enc.transpose(1, 2).reshape(-1, d_in)  # (instance·d_sae, d_in)
-        exact = _dots(centred_rows, sample, encoder_columns, column)
-        z = torch.where(z.isfinite(), exact + b_enc.flatten()[column], z)
-    z = z.clamp_min(0.0)  # ReLU; also zeroes the −inf padding
+    z = values.flatten().clamp_min(0.0)  # ReLU; also zeroes the −inf padding
     offsets = torch.searchsorted(sample, torch.arange(n_instances * batch_size, device=x.device))
     decoder_rows = W_dec.reshape(-1, d_in)
     reconstruction = F.embedding_bag(
@@ -238,7 +225,7 @@ def _aux(
     # dead latents first, in index order: (instance, width) indices, padding marked invalid
     which = torch.argsort((~dead).to(torch.int8), dim=-1, stable=True)[:, :width]
     valid = torch.arange(width, device=x.device) < n_dead[:, None]
-    dead_pre = pre.gather(2, which[:, None, :].expand(-1, batch_size, -1)).float().relu_()
+    dead_pre = pre.gather(2, which[:, None, :].expand(-1, batch_size, -1)).relu_()
     dead_pre.masked_fill_(~valid[:, None, :], 0.0)
     aux_k = torch.full_like(sae.k, min(sae.aux_k, width))
     dead_z = keep_top(dead_pre, aux_k)  # (instance, batch, width)
