@@ -12,6 +12,8 @@ Record (with the library code you want to freeze, on one torch thread)::
 
     python tests/golden/record.py            # every case, then writes both files
     python tests/golden/record.py --check    # rerun and compare with the stored files
+    python tests/golden/record.py --rerecord WHY CASE   # one case changed on purpose
+    python tests/golden/record.py --retire WHY CASE     # one case whose path was removed
 
 Cases must stay short (the default, non-slow cases run in well under 30 s on one core);
 the ``slow`` ones (the experiments' quick runs) run under ``pytest -m slow``.
@@ -477,11 +479,6 @@ for _kind in ("topk", "batchtopk"):  # the kinds with a fast path: their referen
     case(f"sae_{_kind}_reference", exact_only=True)(
         lambda kind=_kind: sae_run(kind, method="reference")
     )
-
-
-@case("sae_batchtopk_bf16", exact_only=True)
-def sae_batchtopk_bf16() -> dict[str, Value]:
-    return sae_run("batchtopk", precision="bf16")
 
 
 @case("sae_sparse_source", exact_only=True)
@@ -1102,6 +1099,30 @@ def rerecord(name: str, why: str) -> None:
     print(f"re-recorded {name}: {why}")
 
 
+def retire(name: str, why: str) -> None:
+    """Remove case ``name``'s recorded results (the path it records was removed on purpose),
+    keeping every other case's, and note ``why`` and the commit in the metadata's ``retired``
+    list."""
+    golden, metadata = load_golden()
+    if name not in metadata["cases"]:
+        raise ValueError(f"case {name!r} is not recorded")
+    if name in CASES:
+        raise ValueError(f"case {name!r} is still defined: delete its function first")
+    prefix = f"{name}/"
+    tensors = {k: v for k, v in golden.items() if not k.startswith(prefix)}
+    del metadata["cases"][name]
+    metadata.setdefault("retired", []).append(
+        {
+            "case": name,
+            "why": why,
+            "library_commit": git("log", "-1", "--format=%H", "--", "superpose"),
+        }
+    )
+    save_file(tensors, TENSORS, metadata={"commit": metadata["commit"]})
+    METADATA.write_text(json.dumps(metadata, indent=1) + "\n")
+    print(f"retired {name}: {why}")
+
+
 def check(names: list[str], tolerance: bool = False) -> int:
     golden, metadata = load_golden()
     exact = same_machine(metadata) and not tolerance
@@ -1128,9 +1149,17 @@ def main() -> int:
     parser.add_argument(
         "--rerecord", metavar="WHY", help="re-record the one case named, for this reason"
     )
+    parser.add_argument(
+        "--retire", metavar="WHY", help="remove the one recorded case named, for this reason"
+    )
     parser.add_argument("cases", nargs="*", help="case names (default: all)")
     args = parser.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", "1")
+    if args.retire is not None:
+        if len(args.cases) != 1:
+            parser.error("--retire takes exactly one case")
+        retire(args.cases[0], args.retire)
+        return 0
     names = args.cases or list(CASES)
     if unknown := set(names) - set(CASES):
         parser.error(f"unknown cases {sorted(unknown)}")
