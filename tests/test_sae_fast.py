@@ -50,7 +50,7 @@ def test_batch_top_equals_topk_with_and_without_its_fallback():
     generator = torch.Generator().manual_seed(0)
     for n, count in ((100_000, [10, 400, 25]), (500, [10, 400, 25]), (5000, [2000, 1, 1])):
         scores = torch.randn(3, n, generator=generator)
-        values, index = fast._batch_top(scores, torch.tensor(count))
+        values, index = fast._batch_top(scores, torch.tensor(count), {})
         expected = scores.topk(max(count), dim=-1)
         assert torch.equal(values, expected.values) and torch.equal(index, expected.indices)
 
