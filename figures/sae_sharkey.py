@@ -1,4 +1,7 @@
-"""Sharkey et al. 2022: MMCS and dead latents of ReLU SAEs over L1 coefficient × dictionary size."""
+"""Sharkey et al. 2022: MMCS and dead latents of ReLU SAEs over L1 coefficient × dictionary size.
+
+The L1 axis is the one the results name (``config.json``'s ``l1_axis``): ``λ`` for the default
+run (the gallery's), the replication's ``α`` after ``--replication`` or ``--full``."""
 
 from __future__ import annotations
 
@@ -21,9 +24,14 @@ CHANCE_DRAWS = 4
 """Random dictionaries per size behind the chance levels (their spread is below 0.003)."""
 
 
-def grid(table: pd.DataFrame, column: str) -> np.ndarray:
-    """``column`` as ``(dictionary ratio, L1 coefficient)`` values, both ascending."""
-    return table.pivot(index="dictionary_ratio", columns="l1_coefficient", values=column).to_numpy()
+AXIS_LABELS = {"l1_coefficient": "λ", "l1_alpha": "α"}
+"""The symbol of each L1 axis."""
+
+
+def grid(table: pd.DataFrame, column: str, l1_axis: str = "l1_coefficient") -> np.ndarray:
+    """``column`` as ``(dictionary ratio, L1 value)`` values, both ascending, with the L1
+    values in the column ``l1_axis``."""
+    return table.pivot(index="dictionary_ratio", columns=l1_axis, values=column).to_numpy()
 
 
 def main(results: Path, out: Path) -> list[Path]:
@@ -32,9 +40,13 @@ def main(results: Path, out: Path) -> list[Path]:
     metrics = pd.read_csv(folder / "metrics.csv")
     config = json.loads((folder / "config.json").read_text())
     best_cosine = load_tensors(folder / "best_cosine.safetensors")
-    l1 = sorted(metrics["l1_coefficient"].unique())
+    l1_axis = config.get("l1_axis", "l1_coefficient")  # the default run does not name it
+    symbol = AXIS_LABELS[l1_axis]
+    l1 = sorted(metrics[l1_axis].unique())
     ratios = sorted(metrics["dictionary_ratio"].unique())
-    x_labels = [f"{value:g}" for value in l1]
+    x_labels = [f"{value:.3g}" for value in l1]
+    dense = len(l1) > 8  # the replication's 17 values: smaller cell text, upright tick labels
+    cell_font = 5 if dense else 7
     sizes = [round(ratio * config["n_features"]) for ratio in ratios]
     # MMCS of random unit dictionaries of each size (random directions, as the world's are)
     chance = [
@@ -52,21 +64,30 @@ def main(results: Path, out: Path) -> list[Path]:
     )
     for col, (variant, title) in enumerate(TITLES.items()):
         table = metrics[metrics["variant"] == variant]
-        mmcs = grid(table, "mmcs")
+        mmcs = grid(table, "mmcs", l1_axis)
         best = np.arange(mmcs.shape[1]) == np.nanargmax(mmcs, axis=1)[:, None]
-        image = plot_heatmap(axes[0, col], mmcs, x_labels, y_labels, marked=best)
+        image = plot_heatmap(
+            axes[0, col], mmcs, x_labels, y_labels, marked=best, fontsize=cell_font
+        )
         axes[0, col].set_title(f"MMCS with the true features, {title}", fontsize=10)
         dead = plot_heatmap(
             axes[1, col],
-            grid(table, "dead_fraction"),
+            grid(table, "dead_fraction", l1_axis),
             x_labels,
             y_labels,
             cmap="magma",
             fmt="{:.0%}",
+            fontsize=cell_font,
         )
         axes[1, col].set_title(f"dead latents (share of the dictionary), {title}", fontsize=10)
         for ax in axes[:, col]:
-            ax.set_xlabel("L1 coefficient λ")
+            if dense:
+                ax.tick_params(axis="x", labelrotation=90)
+            ax.set_xlabel(
+                "L1 coefficient λ"
+                if l1_axis == "l1_coefficient"
+                else "L1 coefficient α (λ = α · d_model / d_sae)"
+            )
             ax.set_ylabel("dictionary size / true features (latents)")
         line_ax = axes[col, 2]
         for ratio, row, level in zip(ratios, best, chance, strict=True):
@@ -75,17 +96,21 @@ def main(results: Path, out: Path) -> list[Path]:
             (line,) = line_ax.plot(
                 np.arange(len(smooth)) + SMOOTHING / 2,
                 smooth,
-                label=f"{ratio:g}×, λ = {l1[int(np.argmax(row))]:g}",
+                label=f"{ratio:g}×, {symbol} = {l1[int(np.argmax(row))]:.2g}",
             )
             plot_chance(line_ax, level, label=None, color=line.get_color())
         line_ax.plot([], [], color=CHANCE_COLOR, ls="--", lw=1, label="random dictionary (chance)")
         line_ax.set_ylim(0, 1.02)
         line_ax.set_xlabel("true feature i (firing probability ∝ 0.99^i: rarer →)")
         line_ax.set_ylabel(f"best |cos| with a latent ({SMOOTHING}-feature mean)")
-        line_ax.set_title(f"which features are found (best λ per size), {title}", fontsize=10)
+        line_ax.set_title(
+            f"which features are found (best {symbol} per size), {title}", fontsize=10
+        )
         line_ax.legend(fontsize=8, title="dictionary size", title_fontsize=8, loc="lower left")
         line_ax.grid(alpha=0.3)
-    fig.colorbar(image, ax=axes[0, :2].tolist(), shrink=0.8, label="MMCS (box: best λ per size)")
+    fig.colorbar(
+        image, ax=axes[0, :2].tolist(), shrink=0.8, label=f"MMCS (box: best {symbol} per size)"
+    )
     fig.colorbar(dead, ax=axes[1, :2].tolist(), shrink=0.8, label="dead latents")
     fig.suptitle(
         f"Sharkey et al. 2022: ReLU SAEs on {config['n_features']} sparse features in "

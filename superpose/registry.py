@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import re
 from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
@@ -36,10 +37,14 @@ def names(kind: str) -> list[str]:
     )
 
 
+MAIN = re.compile(r"^def main\(\s*results\b", re.MULTILINE)
+"""A script's ``main(results, ...)`` definition."""
+
+
 def _defines_main(path: Path) -> bool:
     """Whether ``path`` defines the registry's ``main(results, ...)`` (benchmark scripts have
-    a ``main()`` of their own and are not experiments)."""
-    return "\ndef main(results" in path.read_text()
+    a ``main()`` of their own and are not experiments); the signature may span lines."""
+    return MAIN.search(path.read_text()) is not None
 
 
 def load(kind: str, name: str) -> ModuleType:

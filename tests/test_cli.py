@@ -25,6 +25,18 @@ def test_figure_list_prints_registered_names(capsys):
     assert capsys.readouterr().out.split() == registry.names("figures")
 
 
+def test_registry_finds_main_with_a_signature_over_several_lines(tmp_path):
+    script = tmp_path / "script.py"
+    for text, registered in (
+        ("def main(results, device='cpu'):\n    pass\n", True),
+        ("x = 1\n\n\ndef main(\n    results: Path,\n    full: bool = False,\n) -> None:\n", True),
+        ("def main() -> None:\n    results = 1\n", False),  # a benchmark's own main()
+        ("def main_results(results):\n    pass\n", False),
+    ):
+        script.write_text(text)
+        assert registry._defines_main(script) is registered, text
+
+
 def test_unknown_figure_is_a_clear_error(capsys):
     assert main(["figure", "no-such-figure"]) == 2
     assert "unknown figure 'no-such-figure'" in capsys.readouterr().err

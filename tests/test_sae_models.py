@@ -140,6 +140,34 @@ def test_relu_penalty_is_l1_weighted_by_decoder_norms():
     torch.testing.assert_close(parts["mse"], torch.tensor([5.0]))
 
 
+def test_relu_unit_decoder_penalty_is_plain_l1():
+    sae = _identity_sae("relu", l1_coefficient=0.5, unit_decoder=True)
+    with torch.no_grad():
+        sae.W_dec.mul_(torch.tensor([1.0, 2.0, 3.0])[None, :, None])
+    x = torch.tensor([[[1.0, -2.0, 0.5], [0.0, 1.0, 1.0]]])
+    # z rows (1, 0, 0.5) and (0, 1, 1): Σ z_j = 1.5 and 2, mean 1.75, decoder norms ignored
+    torch.testing.assert_close(sae.loss_parts(x)["sparsity"], torch.tensor([0.5 * 1.75]))
+    assert sae.config()["unit_decoder"] is True
+    assert SAE("relu", 1, 3, 3, seed=0).unit_decoder is False  # the default is unchanged
+    with pytest.raises(TypeError, match="unit_decoder must be a bool"):
+        SAE("relu", 1, 3, 3, unit_decoder=1)
+
+
+def test_relu_unit_decoder_rows_stay_unit_norm_in_training_and_after_loading(tmp_path):
+    source = Superposed(SparseFeatures(6, 0.2, seed=0), 5, seed=0)
+    norms = {}
+    for unit in (False, True):
+        model = SAE("relu", 2, 5, 8, l1_coefficient=[0.01, 0.1], unit_decoder=unit, seed=0)
+        train(model, source, steps=50, batch_size=32, lr=0.01, seed=1, progress=False)
+        norms[unit] = model.W_dec.norm(dim=-1)
+    torch.testing.assert_close(norms[True], torch.ones(2, 8))
+    assert (norms[False] - 1).abs().max() > 0.05  # measured 0.17: the free decoder drifts
+    loaded = superpose.load(model.save(tmp_path / "unit"))
+    assert loaded.unit_decoder is True and loaded.config() == model.config()
+    x = source.sample(16, 2, torch.Generator().manual_seed(2))
+    assert torch.equal(loaded.loss(x), model.loss(x))
+
+
 def test_topk_keeps_each_instances_k_largest_per_sample():
     sae = SAE("topk", 2, 4, 4, k=[1, 2], seed=0)
     pre = torch.tensor([[[0.1, 0.5, -1.0, 0.3]], [[0.1, 0.5, -1.0, 0.3]]])

@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -50,6 +51,25 @@ def test_sharkey_world_keeps_the_firing_profile_in_both_variants():
     torch.testing.assert_close(
         sharkey.source("independent").directions, sharkey.source("correlated").directions
     )
+
+
+def test_sharkey_replication_runs_its_recipe_and_the_figure_reads_its_axis(tmp_path):
+    sharkey = registry.load("experiments", "sae_sharkey")
+    alphas = sharkey.REPLICATION.l1_values
+    assert len(alphas) == 17 and alphas[0] == pytest.approx(0.01) and alphas[8] == 1.0
+    assert alphas[-1] == pytest.approx(100.0)
+    results = tmp_path / "results"
+    sharkey.main(results, device="cpu", quick=True, replication=True)
+    metrics = pd.read_csv(results / "sae_sharkey" / "metrics.csv")
+    config = json.loads((results / "sae_sharkey" / "config.json").read_text())
+    assert config["l1_axis"] == "l1_alpha" and config["unit_decoder"] is True
+    assert (config["lr"], config["adam_betas"]) == (1e-3, [0.9, 0.999])
+    assert list(metrics["dictionary_ratio"].unique()) == [1.0]
+    assert len(metrics) == 2 * 17  # both variants × the α grid
+    # λ = α · d_model / d_sae: at ratio 1 (d_sae 512), λ = α / 2
+    np.testing.assert_allclose(metrics["l1_coefficient"], metrics["l1_alpha"] * 256 / 512)
+    paths = registry.load("figures", "sae_sharkey").main(results, tmp_path / "out")
+    assert all(path.stat().st_size > 0 for path in paths)
 
 
 def test_readout_sparsity_settings():

@@ -132,8 +132,9 @@ class SparseAutoencoder(Saveable):
     sparsity_parameter: ClassVar[str]
     """The keyword argument holding the kind's per-instance sparsity hyper-parameter (what a
     sweep varies: ``"l1_coefficient"``, ``"k"``, ...)."""
-    unit_decoder: ClassVar[bool] = True
-    """Whether the trainer renormalises decoder rows to unit norm after every step."""
+    unit_decoder: bool = True
+    """Whether the trainer renormalises decoder rows to unit norm after every step. A per-SAE
+    setting whose default each kind sets here (the ReLU SAE takes it as an argument)."""
 
     def __init__(self, n_instances: int, d_in: int, d_sae: int, *, seed: Seed = None) -> None:
         super().__init__()

@@ -7,8 +7,8 @@ update also use Adam; their smaller rates suit far larger dictionaries), a const
 after an optional warm-up (any :data:`superpose.training.SCHEDULES`), the sparsity penalty
 warmed up linearly over ``sparsity_warmup_steps`` (Anthropic's λ warm-up), ``b_dec``
 initialised to the mean of the first batch, and decoder rows renormalised to unit norm
-after every step for the kinds that require it (all but ``"relu"``, whose penalty carries
-the decoder norms).
+after every step for SAEs whose ``unit_decoder`` is set (every kind but ``"relu"``, whose
+penalty carries the decoder norms unless it is built with ``unit_decoder=True``).
 
 Dead latents: a latent is *dead* when it has not fired on any of the last ``dead_window``
 samples (default 2¹⁶ = 65 536, a few times the inverse firing rate of the sparsest features
