@@ -13,6 +13,26 @@ expected number of active features ``n_features · (1 − S)``, rounded, at leas
 and ``jumprelu`` train a small sweep of penalty coefficients side by side and each cell keeps
 the coefficient that recovers the most features (an oracle choice: the diagram shows what the
 kind can read out at its best penalty; the winning coefficient is stored).
+
+Under-complete worlds (n/m = 0.5: 8 features in 16 dims) lose features under the TopK kinds
+although nothing is superposed, because the rounded ``k`` is not the number of active
+features. TopK fires ``k`` latents on every sample (L0 ≈ ``k``); rounding puts ``k`` below
+the mean at 1−S = 0.3 (2 for 2.4; 45 % of samples have 3 or more) and, through the floor
+of 1, 4–42× above it at 1−S ≤ 0.03 (0.24 / 0.08 / 0.024), where BatchTopK's batch budget is
+as oversized. The SAE then settles on another code: typically the decoder bias moves along
+one feature (``|b_dec · f| ≈ 0.9``), a latent learns that feature's absence (cos −1) and
+the other latents tilt off their features (cos ≈ 0.88, below the 0.9 threshold); holding
+``b_dec`` at 0 by hand lets TopK with ``k = 2`` at 1−S = 0.1 recover 0.75–1 instead of
+0.125–0.25 (3 seeds). What removes it: BatchTopK with the unrounded mean ``k = n(1−S)`` (a
+fractional ``k``, :class:`superpose.sae.BatchTopKSAE`) recovers 0.70–0.83 of the features
+over the five probabilities against 0.30–0.43 with the rounded ``k`` (0.58–0.83 against
+0–0.125 at 1−S ≤ 0.03; 5 seed sets, this file's 500 steps), its L0 0.79–1.01 × ``n(1−S)``.
+TopK needs ``k`` at or just above the mean: at 1−S = 0.3, ``k = 3 = ⌈n(1−S)⌉`` recovers
+0.83–0.96 against 0.13–0.71 for ``k = 2`` (4 seed sets × 3 initialisations; ``k = 4``:
+0.875–1, ``k = 6``: 0.125–0.5, 3 seeds); below one active feature per sample no integer
+``k`` works (``k`` = 1, 2, 3, 4, 6 at 1−S = 0.03 and 0.003: 0–0.75, 3 seeds). Measured
+2026-12-06 (``tests/test_sae_sharkey_readout.py`` checks both); the diagram keeps the
+rounded ``k``.
 """
 
 from __future__ import annotations

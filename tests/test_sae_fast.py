@@ -25,8 +25,16 @@ def _reference(sae, x, dead):
     return parts, z, {name: p.grad.clone() for name, p in sae.named_parameters()}
 
 
-@pytest.mark.parametrize("kind", ["topk", "batchtopk"])
-@pytest.mark.parametrize("k", [3, [1, 2, 5]])
+@pytest.mark.parametrize(
+    ("kind", "k"),
+    [
+        ("topk", 3),
+        ("topk", [1, 2, 5]),
+        ("batchtopk", 3),
+        ("batchtopk", [1, 2, 5]),
+        ("batchtopk", [0.3, 2, 1.55]),  # fractional: 10, 64 and 50 of the 32 · 40 entries
+    ],
+)
 @pytest.mark.parametrize("n_dead", [0, 4, 30])  # none; fewer than aux_k = 6; more
 def test_fast_gradients_equal_autograd(kind, k, n_dead):
     sae = _sae(kind, k)

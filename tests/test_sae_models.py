@@ -11,6 +11,7 @@ import torch
 import superpose
 from superpose import SparseFeatures, sae
 from superpose.sae import KINDS, SAE, BatchTopKSAE, Superposed, train
+from superpose.sae import topk as sae_topk
 
 OPTIONS = {
     "relu": {"l1_coefficient": [0.0, 0.1]},
@@ -89,7 +90,8 @@ def test_per_instance_seeds_reproduce_single_instance_draws():
         ("nope", {}, "kind must be one of"),
         ("topk", {"k": 0}, r"k must lie in \[1, 8\]"),
         ("topk", {"k": 9}, r"k must lie in \[1, 8\]"),
-        ("batchtopk", {"k": [1, 0]}, r"k must lie in \[1, 8\]"),
+        ("batchtopk", {"k": [1, 0]}, r"k must lie in \(0, 8\]"),
+        ("batchtopk", {"k": [0.5, 8.5]}, r"k must lie in \(0, 8\]"),
         ("batchtopk", {"k": [1, 2, 3]}, "k must be a scalar or one value per instance"),
         ("relu", {"l1_coefficient": -0.1}, "l1_coefficient must be >= 0"),
         ("relu", {"l1_coefficient": [0.1, 0.2, 0.3]}, "l1_coefficient must be a scalar"),
@@ -190,6 +192,20 @@ def test_batchtopk_keeps_k_per_sample_on_average_then_uses_its_threshold():
     sae.eval()
     z = sae.activate(torch.tensor([[[2.5, 1.0, 2.0], [0.5, 0.1, 0.2]]]))
     torch.testing.assert_close(z, torch.tensor([[[2.5, 0.0, 2.0], [0.0, 0.0, 0.0]]]))
+
+
+def test_batchtopk_takes_a_fractional_mean_k():
+    sae = BatchTopKSAE(2, 3, 3, k=[0.5, 0.25], seed=0)
+    assert sae.k.dtype == torch.float64 and sae.config()["k"] == [0.5, 0.25]
+    assert BatchTopKSAE(2, 3, 3, k=[1.0, 2]).k.dtype == torch.int64  # integers stay integers
+    pre = torch.arange(24.0).reshape(2, 4, 3)
+    # round(0.5 · 4) = 2 and round(0.25 · 4) = 1 of each instance's 12 entries are kept
+    kept = sae.activate(pre) > 0
+    assert kept.flatten(1).sum(1).tolist() == [2, 1]
+    assert kept[0, 3, 1:].all() and kept[1, 3, 2]
+    # halves round to even, and at least one activation is kept
+    assert sae_topk.batch_count(torch.tensor([0.5, 0.25, 0.125]), 2).tolist() == [1, 1, 1]
+    assert sae_topk.batch_count(torch.tensor([0.75, 1.25]), 2).tolist() == [2, 2]
 
 
 def test_matryoshka_sums_the_prefix_reconstruction_errors():

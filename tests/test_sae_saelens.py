@@ -18,7 +18,7 @@ from superpose.sae.saelens import ARCHITECTURES, CFG_FILE, TRAINING_ARCHITECTURE
 OPTIONS = {
     "relu": {"l1_coefficient": [0.1, 0.2]},
     "topk": {"k": [2, 3], "aux_k": 5, "aux_coefficient": 0.1},
-    "batchtopk": {"k": [2, 3]},
+    "batchtopk": {"k": [2, 0.5]},  # a fractional mean k too
     "jumprelu": {"l0_coefficient": [0.01, 0.02], "bandwidth": 0.1},
     "matryoshka": {"k": [2, 3], "prefixes": [4, 12, 32]},
 }

@@ -65,10 +65,11 @@ def per_instance(
     *,
     low: float,
     high: float | None = None,
+    dtype: torch.dtype = torch.float32,
 ) -> torch.Tensor:
     """Validate a per-instance hyper-parameter: a scalar or ``(instance,)`` values in ``[low,
-    high]`` (``high=None``: no bound); returns it as a float32 ``(instance,)`` tensor."""
-    tensor = as_float_tensor(name, value)
+    high]`` (``high=None``: no bound); returns it as a ``dtype`` ``(instance,)`` tensor."""
+    tensor = as_float_tensor(name, value, dtype)
     if tensor.ndim == 0:
         tensor = tensor.expand(n_instances)
     if tensor.shape != (n_instances,):

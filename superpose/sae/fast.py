@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from superpose.sae.base import SparseAutoencoder
-from superpose.sae.topk import BatchTopKSAE, TopKSAE, keep_top
+from superpose.sae.topk import BatchTopKSAE, TopKSAE, batch_count, keep_top
 
 
 def supports(sae: SparseAutoencoder) -> bool:
@@ -100,7 +100,7 @@ def _active(
     past an instance's own count (``k`` differs per instance) are kept with value ``−inf``."""
     n_instances, batch_size, d_sae = pre.shape
     if sae.kind == "batchtopk":
-        count = sae.k * batch_size
+        count = batch_count(sae.k, batch_size)
         values, flat = _batch_top(pre.reshape(n_instances, -1), count, workspace)
         past = torch.arange(values.shape[1], device=pre.device) >= count[:, None]
     else:
@@ -258,7 +258,7 @@ def _aux(
     valid = torch.arange(width, device=x.device) < n_dead[:, None]
     dead_pre = pre.gather(2, which[:, None, :].expand(-1, batch_size, -1)).relu_()
     dead_pre.masked_fill_(~valid[:, None, :], 0.0)
-    aux_k = torch.full_like(sae.k, min(sae.aux_k, width))
+    aux_k = torch.full_like(sae.k, min(sae.aux_k, width), dtype=torch.long)
     dead_z = keep_top(dead_pre, aux_k)  # (instance, batch, width)
     dead_rows = sae.W_dec.gather(1, which[:, :, None].expand(-1, -1, d_in))
     error = torch.sub(x, reconstruction, out=_buffer(workspace, "aux_error", x, x.shape))

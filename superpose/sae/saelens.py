@@ -35,7 +35,8 @@ matryoshka     jumprelu, ``threshold``    matryoshka_batchtopk  as batchtopk
 SAELens itself saves its BatchTopK and Matryoshka SAEs for inference as JumpReLU SAEs with
 one threshold, so :func:`from_saelens` reads a ``"jumprelu"`` file as ``batchtopk`` or
 ``matryoshka`` when its ``training_architecture`` says so, its thresholds are all equal and
-its ``k`` is an integer, and otherwise as ``jumprelu`` (which computes the same latents). It
+its ``k`` is a positive number (a fraction too: SAELens's BatchTopK ``k`` is a float), and
+otherwise as ``jumprelu`` (which computes the same latents). It
 also reads SAELens's training checkpoints (``"batchtopk"`` and ``"matryoshka_batchtopk"``
 with their one ``topk_threshold``, and the training configs of the other architectures) and
 ``reshape_activations = "hook_z"`` SAEs (give them the flattened ``n_heads · d_head``
@@ -76,6 +77,7 @@ the file does not hold (fold them in with SAELens's ``fold_activation_norm_scali
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -268,6 +270,13 @@ def _integer(value: object) -> int | None:
     return int(value)
 
 
+def _mean_k(value: object) -> int | float | None:
+    """BatchTopK's ``k`` from a config: a positive number (an int if integral), else None."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < math.inf:
+        return None
+    return _integer(value) if value == int(value) else float(value)
+
+
 def log_threshold(threshold: torch.Tensor) -> torch.Tensor:
     """``log θ`` for JumpReLU thresholds ``θ: (d_sae,)`` float32, chosen so that its float32
     ``exp`` gives ``θ`` back exactly where such a value exists (always for a threshold
@@ -353,9 +362,13 @@ def _kind(
         if k is None:
             raise ValueError(f"{where}: a topk config needs an integer k, got {fields.get('k')!r}")
         options["k"] = k
-    elif training in _BATCH_TOPK and k is not None and bool((thresholds == thresholds[0]).all()):
+    elif (
+        training in _BATCH_TOPK
+        and (mean_k := _mean_k(fields.get("k"))) is not None
+        and bool((thresholds == thresholds[0]).all())
+    ):
         kind = _BATCH_TOPK[training]
-        options["k"] = k
+        options["k"] = mean_k
         if kind == "matryoshka":
             widths = list(fields.get("matryoshka_widths") or [])
             options["prefixes"] = (
