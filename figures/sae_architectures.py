@@ -78,6 +78,7 @@ def main(results: Path, out: Path) -> list[Path]:
             ax.legend(fontsize=7, loc="upper left")
         if column == "l0":
             ax.axhline(config["target_l0"], color="k", ls="--", lw=0.8, label="target L0")
+            ax.set_ylim(0, 1.3 * max(*values, config["target_l0"]))  # the legend above the bars
             ax.legend(fontsize=7, loc="upper right")
         ax.set_xticks(positions, [LABELS[kind] for kind in kinds], rotation=35, ha="right")
         ax.tick_params(labelsize=8)
@@ -94,7 +95,7 @@ def main(results: Path, out: Path) -> list[Path]:
             chosen.loc[kind, "l0"], chosen.loc[kind, "mcc"], s=80, facecolor="none", edgecolor="k"
         )
     plot_chance(trade, chance.loc["mcc", "mean"], chance.loc["mcc", "std"])
-    trade.legend(fontsize=7, loc="lower left")
+    trade.legend(fontsize=7, loc="lower right")
     trade.axvline(config["target_l0"], color="k", ls="--", lw=0.8)
     trade.set_xscale("log")
     trade.set_xlabel("L0 (held out)", fontsize=8)
