@@ -23,7 +23,7 @@ LABELS = SAE_KIND_LABELS
 COLORS = SAE_KIND_COLORS
 METRICS = (
     ("mcc", "MCC"),
-    ("f1", "F1 (matched latents)"),
+    ("latent_f1", "F1 per latent (SynthSAEBench's)"),
     ("explained_variance", "explained variance"),
     ("l0", "L0"),
     ("dead_latents", "dead latents (never fire on the held-out samples)"),
@@ -78,11 +78,12 @@ def main(results: Path, out: Path) -> list[Path]:
             ax.legend(fontsize=7, loc="upper left")
         if column == "l0":
             ax.axhline(config["target_l0"], color="k", ls="--", lw=0.8, label="target L0")
+            ax.set_ylim(0, 1.3 * max(*values, config["target_l0"]))  # the legend above the bars
             ax.legend(fontsize=7, loc="upper right")
         ax.set_xticks(positions, [LABELS[kind] for kind in kinds], rotation=35, ha="right")
         ax.tick_params(labelsize=8)
         ax.set_title(title, fontsize=9)
-        if column in ("mcc", "f1", "explained_variance"):
+        if column in ("mcc", "latent_f1", "explained_variance"):
             ax.set_ylim(0, 1.08)
     trade = axes[-1]
     for kind in kinds:
@@ -94,7 +95,7 @@ def main(results: Path, out: Path) -> list[Path]:
             chosen.loc[kind, "l0"], chosen.loc[kind, "mcc"], s=80, facecolor="none", edgecolor="k"
         )
     plot_chance(trade, chance.loc["mcc", "mean"], chance.loc["mcc", "std"])
-    trade.legend(fontsize=7, loc="lower left")
+    trade.legend(fontsize=7, loc="lower right")
     trade.axvline(config["target_l0"], color="k", ls="--", lw=0.8)
     trade.set_xscale("log")
     trade.set_xlabel("L0 (held out)", fontsize=8)
@@ -105,7 +106,8 @@ def main(results: Path, out: Path) -> list[Path]:
         f"SAE architectures on a scaled SynthSAEBench world: {config['n_features']:,} features in "
         f"{config['d_model']} dims, width {config['width']:,}, matched L0 ≈ "
         f"{config['target_l0']:.1f} (k = {config['k']}), "
-        f"{config['steps'] * config['batch_size'] / 1e6:.2g}M samples per SAE\n"
+        f"{config['steps'] * config['batch_size'] / 1e6:.2g}M samples per SAE, seed "
+        f"{config.get('seed', 0)}\n"
         "◇ = SynthSAEBench-16k published (16,384 features in 768 dims, width 4,096, L0 25, 200M "
         "samples)",
         fontsize=11,

@@ -182,6 +182,87 @@ def test_hierarchy_with_sets_magnitudes_and_finite_data():
     _within_sigmas(active.float().mean(0), [0.5, 0.5, 0.25, 0.25, 0.5, 0.5], 50_000)
 
 
+def test_parent_scale_multiplies_children_by_their_parents_depth_by_depth():
+    # a chain 0 -> 1 -> 2 always firing, constant magnitudes 2, 3, 5
+    magnitude = rectified_normal([2.0, 3.0, 5.0], 0.0)
+    chain = Hierarchy([-1, 0, 1], parent_scale=[4.0, 6.0, 0.0])  # 2's reference: never read
+    x = SparseFeatures(3, 1.0, magnitude=magnitude, hierarchy=chain, seed=0).sample(2)
+    # 1: 3 * 2 / 4 = 1.5; 2: 5 * 1.5 / 6 = 1.25 (its parent's scaled magnitude, not 3)
+    assert torch.equal(x, torch.tensor([2.0, 1.5, 1.25]).expand(1, 2, 3))
+    plain = SparseFeatures(3, 1.0, magnitude=magnitude, hierarchy=Hierarchy([-1, 0, 1]), seed=0)
+    assert torch.equal(plain.sample(2), torch.tensor([2.0, 3.0, 5.0]).expand(1, 2, 3))
+
+
+def test_parent_scale_keeps_firing_and_rescales_the_same_draws():
+    p = [[0.5, 0.4, 0.6, 0.3, 0.7, 0.3, 0.5, 0.5, 0.2]]
+    reference = torch.linspace(0.3, 0.7, 9)
+
+    def make(parent_scale):
+        hierarchy = Hierarchy(_tree(), exclusive=[1, 5], parent_scale=parent_scale)
+        return SparseFeatures(9, p, hierarchy=hierarchy, magnitude="exponential", seed=4)
+
+    plain, scaled = make(None).sample(4096)[0], make(reference).sample(4096)[0]
+    assert torch.equal(plain > 0, scaled > 0)  # the same firing, draw for draw
+    expected = plain.clone()
+    for child, parent in [(1, 0), (2, 0), (6, 5), (7, 5), (3, 1), (4, 1)]:  # roots first
+        expected[:, child] *= expected[:, parent] / reference[parent]
+    torch.testing.assert_close(scaled, expected, rtol=1e-6, atol=0.0)
+    assert not torch.equal(scaled[:, 3], plain[:, 3])  # grandchildren really move
+    # a scalar reference serves every parent; marginal probabilities are untouched
+    assert torch.equal(make(0.5).marginal_probability, make(None).marginal_probability)
+
+
+def test_parent_scale_matches_saelens_scale_children_by_parent():
+    synthetic = pytest.importorskip("sae_lens.synthetic")
+    # 0 -> {1, 2 -> {4, 5}}, 3 -> {6}: SAELens multiplies children of active parents by
+    # parent / mean (a parent of magnitude 0 silences them: ours multiplies by 0); on draws
+    # already gated and exclusive its gating and exclusion change nothing else
+    parent = [-1, 0, 0, -1, 2, 2, 3]
+    mean = torch.tensor([1.5, 2.0, 0.8, 1.2, 1.0, 3.0, 0.5])
+    magnitude = rectified_normal(mean, 0.4)
+    probability = [[0.6, 0.5, 0.7, 0.5, 0.4, 0.5, 0.9]]
+    hierarchy = Hierarchy(parent, exclusive=[2], parent_scale=mean)
+    ours = SparseFeatures(7, probability, magnitude=magnitude, hierarchy=hierarchy, seed=3)
+    plain = SparseFeatures(
+        7, probability, magnitude=magnitude, hierarchy=Hierarchy(parent, exclusive=[2]), seed=3
+    )
+    x = plain.sample(8192)[0]
+    node = synthetic.HierarchyNode
+
+    def tree(i):
+        children = [tree(c) for c, p in enumerate(parent) if p == i]
+        return node(
+            feature_index=i,
+            children=children,
+            mutually_exclusive_children=i == 2,
+            scale_children_by_parent=bool(children),
+        )
+
+    modifier = synthetic.hierarchy_modifier([tree(0), tree(3)])
+    generator = synthetic.ActivationGenerator(
+        7, firing_probabilities=0.5, mean_firing_magnitudes=mean, std_firing_magnitudes=0.4
+    )
+    assert (x[:, [0, 2, 3]] > 0).float().mean() > 0.3 and (x[:, 4:] > 0).any(0).all()
+    torch.testing.assert_close(ours.sample(8192)[0], modifier(x, generator), rtol=1e-6, atol=0.0)
+
+
+@pytest.mark.parametrize(
+    ("parent_scale", "error", "match"),
+    [
+        ([1.0, 2.0], ValueError, r"scalar or \(n_features=3,\)"),
+        ([[1.0, 1.0, 1.0]], ValueError, r"scalar or \(n_features=3,\)"),
+        ([0.0, 1.0, 1.0], ValueError, r"> 0 for every parent, not \[0\]"),
+        (-1.0, ValueError, r"> 0 for every parent, not \[0\]"),
+        ([1.0, float("nan"), 1.0], ValueError, "parent_scale must be finite"),
+        (True, TypeError, "parent_scale"),
+        ("mean", TypeError, "parent_scale"),
+    ],
+)
+def test_parent_scale_bad_input(parent_scale, error, match):
+    with pytest.raises(error, match=match):
+        SparseFeatures(3, 0.3, hierarchy=Hierarchy([-1, 0, 0], parent_scale=parent_scale))
+
+
 @pytest.mark.parametrize(
     ("kwargs", "error", "match"),
     [

@@ -3,7 +3,8 @@
 Feature ``j`` is active when its uniform ``u < p_j``, and then ``u / p_j`` is again uniform on
 ``[0, 1)`` and serves as its magnitude's source through the inverse CDF, so one number per
 element decides both. Sets, a hierarchy and a copula change who fires (see
-:class:`~superpose.data.firing.Firing`), never the magnitudes' sources.
+:class:`~superpose.data.firing.Firing`), never the magnitudes' sources; a hierarchy's
+``parent_scale`` then multiplies children's magnitudes by their parents'.
 """
 
 from __future__ import annotations
@@ -60,7 +61,12 @@ def draw_dense(
         source = u / torch.where(in_set, 1.0, threshold.clamp_min(_TINY))
     for children, parents in firing.levels:
         active[..., children] &= active[..., parents]
-    return torch.where(active, features.inverse_cdf(source), 0.0)
+    x = torch.where(active, features.inverse_cdf(source), 0.0)
+    if firing.parent_scale is not None:
+        scale = firing.parent_scale.to(x.device)
+        for children, parents in firing.levels:  # shallowest first: scaled parents
+            x[..., children] *= x[..., parents] / scale[parents]
+    return x
 
 
 def _copula_threshold(

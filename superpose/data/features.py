@@ -50,7 +50,8 @@ class SparseFeatures:
         hierarchy: a :class:`Hierarchy`; a child fires only when its parent fires, and its
             ``feature_probability`` is conditional on the parent firing. Children cannot be
             in ``correlated_sets`` or ``anticorrelated_sets`` (use ``Hierarchy.exclusive`` for
-            siblings); roots and parents can.
+            siblings); roots and parents can. With ``Hierarchy.parent_scale`` a child's
+            magnitude is scaled by its parent's.
         correlation: a :class:`LowRankCorrelation` coupling the features' firing while each
             keeps its probability. Not combinable with ``correlated_sets`` or
             ``anticorrelated_sets``. With a hierarchy it couples every feature's own draw

@@ -22,6 +22,9 @@ class Firing:
         anticorrelated_sets: disjoint lists of feature indices of which at most one fires.
         levels: the hierarchy's ``(children, parents)`` index pairs, each ``(k,)``, by depth
             (shallowest first): a child fires only when its parent fires.
+        parent_scale: ``(n_features,)`` the hierarchy's reference magnitudes
+            (:attr:`~superpose.data.Hierarchy.parent_scale`), or None: a child's magnitude
+            is multiplied by its parent's (already scaled) over the parent's reference.
         set_index: ``(n_features,)`` each feature's set (``-1`` for none), or None without
             sets. The sets are the correlated sets, then the anticorrelated ones, then the
             hierarchy's groups of exclusive siblings; each set draws one uniform ``w``.
@@ -45,6 +48,7 @@ class Firing:
     correlated_sets: list[list[int]]
     anticorrelated_sets: list[list[int]]
     levels: list[tuple[torch.Tensor, torch.Tensor]]
+    parent_scale: torch.Tensor | None
     set_index: torch.Tensor | None
     lower: torch.Tensor
     upper: torch.Tensor
@@ -84,14 +88,15 @@ def compile_firing(
 
     Raises:
         ValueError, TypeError: a set that is too small, out of range or not disjoint; a
-            hierarchy child in a set; exclusive or anticorrelated probabilities summing
-            above 1; unequal probabilities in a correlated set; a copula combined with sets
-            or of the wrong shape.
+            hierarchy child in a set; a bad ``parent_scale``; exclusive or anticorrelated
+            probabilities summing above 1; unequal probabilities in a correlated set; a
+            copula combined with sets or of the wrong shape.
     """
     n_features = probability.shape[-1]
     correlated = _check_sets("correlated_sets", correlated_sets, n_features, [])
     anticorrelated = _check_sets("anticorrelated_sets", anticorrelated_sets, n_features, correlated)
     levels, exclusive = _hierarchy_layout(hierarchy, n_features, correlated + anticorrelated)
+    parent_scale = None if hierarchy is None else hierarchy.reference_magnitude(n_features)
     exclusive = [("anticorrelated_sets", group) for group in anticorrelated] + [
         ("hierarchy: exclusive siblings", group) for group in exclusive
     ]
@@ -102,6 +107,7 @@ def compile_firing(
         correlated_sets=correlated,
         anticorrelated_sets=anticorrelated,
         levels=[(children.to(device), parents.to(device)) for children, parents in levels],
+        parent_scale=None if parent_scale is None else parent_scale.to(device),
         set_index=None if set_index is None else set_index.to(device),
         lower=lower.to(device),
         upper=upper.to(device),

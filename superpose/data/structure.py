@@ -22,6 +22,14 @@ class Hierarchy:
             depth; no cycles.
         exclusive: whether the children of a parent are mutually exclusive (at most one fires
             at a time): ``True`` for every parent, ``False`` for none, or the parents' indices.
+        parent_scale: None (the default: children keep their own magnitudes), or each
+            feature's reference magnitude, a scalar or ``(n_features,)``, positive for every
+            parent: an active child's magnitude is then multiplied by its parent's magnitude
+            divided by the parent's reference, depth by depth from the roots (a grandchild by
+            its parent's already scaled magnitude), so children of a weakly firing parent fire
+            weakly too. SAELens's ``scale_children_by_parent`` (SynthSAEBench-16k) is this
+            with the parents' ``mean_firing_magnitudes`` as references (for magnitudes
+            ``max(0, N(μ, σ²))``, the ``μ``); firing is unchanged.
 
     In :class:`SparseFeatures`, a child's ``feature_probability`` is its probability
     *conditional on its parent firing* (as in SAELens's hierarchy modifier, which follows
@@ -40,6 +48,7 @@ class Hierarchy:
 
     parent: Sequence[int]
     exclusive: bool | Sequence[int] = False
+    parent_scale: ArrayLike | None = None
 
     def depth(self, n_features: int) -> list[int]:
         """Depth of each of the ``n_features`` features (0 for roots), after checking that
@@ -67,6 +76,26 @@ class Hierarchy:
             for offset, visited in enumerate(reversed(path), start=1):
                 depth[visited] = base + offset
         return depth
+
+    def reference_magnitude(self, n_features: int) -> torch.Tensor | None:
+        """``parent_scale`` as an ``(n_features,)`` float32 tensor (None without one), after
+        checking the hierarchy (:meth:`depth`) and that it is finite, shaped as a scalar or
+        ``(n_features,)`` and positive at every parent (ValueError or TypeError otherwise)."""
+        self.depth(n_features)
+        if self.parent_scale is None:
+            return None
+        scale = as_float_tensor("hierarchy: parent_scale", self.parent_scale)
+        if scale.ndim > 1 or (scale.ndim == 1 and scale.shape[0] != n_features):
+            raise ValueError(
+                f"hierarchy: parent_scale must be a scalar or (n_features={n_features},), "
+                f"got shape {tuple(scale.shape)}"
+            )
+        scale = scale.expand(n_features).clone()
+        parents = sorted({int(i) for i in self.parent} - {-1})
+        if (scale[parents] <= 0).any():
+            bad = [i for i in parents if scale[i] <= 0]
+            raise ValueError(f"hierarchy: parent_scale must be > 0 for every parent, not {bad}")
+        return scale
 
     def conditional_probability(self, marginal: ArrayLike) -> torch.Tensor:
         """The ``feature_probability`` that makes the features fire with probabilities
