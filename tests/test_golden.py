@@ -39,15 +39,15 @@ def _load_record():
 
 record = _load_record()
 GOLDEN, METADATA = record.load_golden()
-EXACT = record.same_machine(METADATA)
 
 
-def _rule() -> str:
+def _rule(name: str | None = None) -> str:
+    machine = record.recorded_on(METADATA, name)
     recorded = (
-        f"{METADATA['cpu_model']!r} ({', '.join(METADATA['cpu_flags'])}; torch kernels "
-        f"{METADATA['torch_cpu_capability']}), torch {METADATA['torch']}"
+        f"{machine['cpu_model']!r} ({', '.join(machine['cpu_flags'])}; torch kernels "
+        f"{machine['torch_cpu_capability']}), torch {machine['torch']}"
     )
-    if EXACT:
+    if record.same_machine(METADATA, name):
         return f"bit for bit: this machine and torch are those of the recording, {recorded}"
     here = (
         f"{record.cpu_model()!r} ({', '.join(record.cpu_flags())}; torch kernels "
@@ -61,12 +61,13 @@ def _rule() -> str:
     [pytest.param(name, marks=[pytest.mark.slow] * (name in record.SLOW)) for name in record.CASES],
 )
 def test_golden(name):
-    if not EXACT and name in record.EXACT_ONLY:
-        pytest.skip(f"discrete decisions: compared only where recorded ({_rule()})")
-    problems = record.compare_case(name, *record.run_case(name), GOLDEN, METADATA, EXACT)
+    exact = record.same_machine(METADATA, name)
+    if not exact and name in record.EXACT_ONLY:
+        pytest.skip(f"discrete decisions: compared only where recorded ({_rule(name)})")
+    problems = record.compare_case(name, *record.run_case(name), GOLDEN, METADATA, exact)
     assert not problems, (
         f"case {name!r} moved from its golden results (recorded with superpose/ at commit "
-        f"{METADATA['library_commit'][:7]}; compared {_rule()}):\n  " + "\n  ".join(problems)
+        f"{METADATA['library_commit'][:7]}; compared {_rule(name)}):\n  " + "\n  ".join(problems)
     )
 
 
