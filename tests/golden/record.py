@@ -1103,16 +1103,7 @@ def rerecord(name: str, why: str) -> None:
         metadata["cases"][name]["machine"] = this_machine()
     else:
         metadata["cases"][name].pop("machine", None)
-    metadata.setdefault("rerecorded", []).append(
-        {
-            "case": name,
-            "why": why,
-            "library_commit": git("log", "-1", "--format=%H", "--", "superpose"),
-        }
-    )
-    save_file(tensors, TENSORS, metadata={"commit": metadata["commit"]})
-    METADATA.write_text(json.dumps(metadata, indent=1) + "\n")
-    print(f"re-recorded {name}: {why}")
+    _save_noted(tensors, metadata, "rerecorded", name, why)
 
 
 def retire(name: str, why: str) -> None:
@@ -1127,7 +1118,15 @@ def retire(name: str, why: str) -> None:
     prefix = f"{name}/"
     tensors = {k: v for k, v in golden.items() if not k.startswith(prefix)}
     del metadata["cases"][name]
-    metadata.setdefault("retired", []).append(
+    _save_noted(tensors, metadata, "retired", name, why)
+
+
+def _save_noted(
+    tensors: dict[str, torch.Tensor], metadata: dict, change: str, name: str, why: str
+) -> None:
+    """Write both files after a one-case ``change`` (``"rerecorded"`` or ``"retired"``),
+    noting ``why`` and the library commit in the metadata's list of that name."""
+    metadata.setdefault(change, []).append(
         {
             "case": name,
             "why": why,
@@ -1136,7 +1135,7 @@ def retire(name: str, why: str) -> None:
     )
     save_file(tensors, TENSORS, metadata={"commit": metadata["commit"]})
     METADATA.write_text(json.dumps(metadata, indent=1) + "\n")
-    print(f"retired {name}: {why}")
+    print(f"{change} {name}: {why}")
 
 
 def check(names: list[str], tolerance: bool = False) -> int:
