@@ -64,6 +64,11 @@ def main(results: Path, out: Path) -> list[Path]:
     )
     for col, (variant, title) in enumerate(TITLES.items()):
         table = metrics[metrics["variant"] == variant]
+        if table.empty:  # --replication-world trains the independent variant only
+            for ax in (axes[0, col], axes[1, col], axes[col, 2]):
+                ax.axis("off")
+                ax.text(0.5, 0.5, f"{title}: not in this run", ha="center", transform=ax.transAxes)
+            continue
         mmcs = grid(table, "mmcs", l1_axis)
         best = np.arange(mmcs.shape[1]) == np.nanargmax(mmcs, axis=1)[:, None]
         image = plot_heatmap(
@@ -114,7 +119,7 @@ def main(results: Path, out: Path) -> list[Path]:
     fig.colorbar(dead, ax=axes[1, :2].tolist(), shrink=0.8, label="dead latents")
     fig.suptitle(
         f"Sharkey et al. 2022: ReLU SAEs on {config['n_features']} sparse features in "
-        f"{config['d_model']} dims ({config['expected_active']:g} active on average, "
+        f"{config['d_model']} dims ({config['expected_active']:.3g} active on average, "
         f"{config['steps'] * config['batch_size'] / 1e6:.2g}M samples per SAE)"
     )
     return save_figure(fig, Path(out) / "sae_sharkey")

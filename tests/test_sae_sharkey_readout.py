@@ -72,6 +72,25 @@ def test_sharkey_replication_runs_its_recipe_and_the_figure_reads_its_axis(tmp_p
     assert all(path.stat().st_size > 0 for path in paths)
 
 
+def test_sharkey_replication_world_is_the_replications_independent_branch(tmp_path):
+    sharkey = registry.load("experiments", "sae_sharkey")
+    # p_i = 0.99^i · 5/512, not renormalised: ≈ 0.97 features active on average
+    world = sharkey.source("independent", expected_active=sharkey.REPLICATION_ACTIVE)
+    replication_p = 5 / 512 * 0.99 ** torch.arange(512, dtype=torch.float64)
+    torch.testing.assert_close(
+        world.features.feature_probability[0].double(), replication_p, rtol=1e-5, atol=0
+    )
+    results = tmp_path / "results"
+    sharkey.main(results, device="cpu", quick=True, replication_world=True)
+    metrics = pd.read_csv(results / "sae_sharkey" / "metrics.csv")
+    config = json.loads((results / "sae_sharkey" / "config.json").read_text())
+    assert list(metrics["variant"].unique()) == ["independent"] and len(metrics) == 17
+    assert config["expected_active"] == pytest.approx(0.9709, abs=1e-4)
+    assert config["l1_axis"] == "l1_alpha"
+    paths = registry.load("figures", "sae_sharkey").main(results, tmp_path / "out")
+    assert all(path.stat().st_size > 0 for path in paths)
+
+
 def test_readout_sparsity_settings():
     readout = registry.load("experiments", "sae_readout")
     assert readout.expected_k(16, 0.3) == 5
