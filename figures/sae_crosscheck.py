@@ -23,8 +23,6 @@ from superpose.plotting import (
 )
 from superpose.registry import figure_script
 
-LABELS = SAE_KIND_LABELS
-COLORS = SAE_KIND_COLORS
 IMPLEMENTATIONS = {
     "superpose": {"alpha": 1.0, "hatch": None},
     "saelens": {"alpha": 1.0, "hatch": "///"},
@@ -58,10 +56,10 @@ def _bars(ax: Axes, metrics: pd.DataFrame, column: str, kinds: list[str]) -> Non
                 position,
                 mean,
                 WIDTH,
-                color=COLORS[kind],
+                color=SAE_KIND_COLORS[kind],
                 alpha=style["alpha"],
                 hatch=style["hatch"],
-                edgecolor="white" if style["hatch"] else COLORS[kind],
+                edgecolor="white" if style["hatch"] else SAE_KIND_COLORS[kind],
                 lw=0,
             )
             ax.errorbar(
@@ -73,7 +71,7 @@ def _bars(ax: Axes, metrics: pd.DataFrame, column: str, kinds: list[str]) -> Non
                 capsize=2,
             )
             ax.scatter([position] * len(values), values, s=6, color="k", zorder=3)
-    ax.set_xticks(range(len(kinds)), [LABELS[kind] for kind in kinds], fontsize=8)
+    ax.set_xticks(range(len(kinds)), [SAE_KIND_LABELS[kind] for kind in kinds], fontsize=8)
     ax.tick_params(labelsize=8)
 
 
@@ -82,7 +80,7 @@ def _swap(ax: Axes, swap: pd.DataFrame, column: str, title: str) -> None:
     (solid: superpose, dashed: SAELens); ringed: each library's own default."""
     norms = sorted(swap["decoder_norm"].unique(), reverse=True)
     own = {"superpose": 1.0, "saelens": 0.1}
-    for kind in [kind for kind in LABELS if kind in set(swap["kind"])]:
+    for kind in [kind for kind in SAE_KIND_LABELS if kind in set(swap["kind"])]:
         for implementation, style in (("superpose", "-"), ("saelens", "--")):
             rows = swap[(swap["kind"] == kind) & (swap["implementation"] == implementation)]
             rows = rows.set_index("decoder_norm").loc[norms]
@@ -92,8 +90,8 @@ def _swap(ax: Axes, swap: pd.DataFrame, column: str, title: str) -> None:
                 style,
                 marker="o",
                 ms=4,
-                color=COLORS[kind],
-                label=f"{LABELS[kind]}, {NAMES[implementation]}",
+                color=SAE_KIND_COLORS[kind],
+                label=f"{SAE_KIND_LABELS[kind]}, {NAMES[implementation]}",
             )
             for x, (value, l0) in enumerate(zip(rows[column], rows["l0"], strict=True)):
                 ax.annotate(
@@ -121,7 +119,7 @@ def main(results: Path, out: Path) -> list[Path]:
     config = json.loads((folder / "config.json").read_text())
     metrics = pd.read_csv(folder / "metrics.csv")
     metrics["dead_latents"] = (metrics["dead_fraction"] * config["d_sae"]).round()
-    kinds = [kind for kind in LABELS if kind in set(metrics["kind"])]
+    kinds = [kind for kind in SAE_KIND_LABELS if kind in set(metrics["kind"])]
     chance = sae.random_baseline(
         config["n_features"], config["d_model"], config["d_sae"], n_draws=CHANCE_DRAWS
     )
