@@ -69,8 +69,9 @@ Where this differs from the report, and why:
   thread, 2026-12-06) MMCS 0.951 / **0.969** / 0.943, features recovered (``|cos|`` > 0.9)
   0.879 / 0.951 / 0.920, L0 1.56 / 1.40 / 1.33, no dead latents: closer, still short of
   0.98. Its bias-free decoder is not the gap: the same run with ``b_dec`` held at 0 (a one-off
-  check, not an option) gave 0.955 / 0.969 / 0.953. Left untried: its orthogonal decoder
-  initialisation.
+  check, not an option) gave 0.955 / 0.969 / 0.953, and neither is the budget: 40,000 steps
+  (10.2M samples) at ``α`` = 0.1 gave 0.967 (272 s). Left untried: its orthogonal decoder
+  and untied default encoder initialisation.
 """
 
 from __future__ import annotations
