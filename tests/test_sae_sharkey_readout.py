@@ -63,6 +63,7 @@ def test_sharkey_replication_runs_its_recipe_and_the_figure_reads_its_axis(tmp_p
     metrics = pd.read_csv(results / "sae_sharkey" / "metrics.csv")
     config = json.loads((results / "sae_sharkey" / "config.json").read_text())
     assert config["l1_axis"] == "l1_alpha" and config["unit_decoder"] is True
+    assert config["replication_init"] is True
     assert (config["lr"], config["adam_betas"]) == (1e-3, [0.9, 0.999])
     assert list(metrics["dictionary_ratio"].unique()) == [1.0]
     assert len(metrics) == 2 * 17  # both variants × the α grid
@@ -70,6 +71,23 @@ def test_sharkey_replication_runs_its_recipe_and_the_figure_reads_its_axis(tmp_p
     np.testing.assert_allclose(metrics["l1_coefficient"], metrics["l1_alpha"] * 256 / 512)
     paths = registry.load("figures", "sae_sharkey").main(results, tmp_path / "out")
     assert all(path.stat().st_size > 0 for path in paths)
+
+
+def test_sharkey_replication_init_is_orthogonal_untied_and_seeded():
+    sharkey = registry.load("experiments", "sae_sharkey")
+    model = sae.SAE("relu", 2, 16, 32, unit_decoder=True, seed=0)
+    sharkey.replication_init(model, seed=5)
+    W_dec, W_enc = model.W_dec.detach(), model.W_enc.detach()
+    torch.testing.assert_close(W_dec.norm(dim=-1), torch.ones(2, 32))
+    own = sae.SAE("relu", 2, 16, 32, unit_decoder=True, seed=0).W_dec.detach()
+    assert not torch.allclose(W_dec, own, atol=0.1)  # re-initialised, not superpose's own draw
+    bound = 1 / 16**0.5
+    assert W_enc.abs().max() <= bound and model.b_enc.detach().abs().max() <= bound
+    assert not torch.allclose(W_enc, W_dec.transpose(1, 2), atol=0.1)  # untied
+    assert not torch.equal(W_dec[0], W_dec[1])  # each instance its own draw
+    again = sae.SAE("relu", 2, 16, 32, unit_decoder=True, seed=0)
+    sharkey.replication_init(again, seed=5)
+    assert torch.equal(again.W_dec, model.W_dec) and torch.equal(again.W_enc, model.W_enc)
 
 
 def test_sharkey_replication_world_is_the_replications_independent_branch(tmp_path):
