@@ -77,7 +77,7 @@ def _batch_top(
     if rank >= sample.shape[1] // 2:
         return scores.topk(top, dim=-1)
     guess = sample.topk(rank, dim=-1).values[:, -1:]
-    above = _buffer(workspace, "above", scores.new_empty((), dtype=torch.bool), scores.shape)
+    above = _buffer(workspace, "above", scores, scores.shape, torch.bool)
     instance, index = torch.gt(scores, guess, out=above).nonzero(as_tuple=True)
     per_instance = torch.bincount(instance, minlength=n_instances)
     if bool((per_instance < top).any()):
@@ -204,31 +204,31 @@ def loss_and_backward(
 
 
 def _buffer(
-    workspace: dict[str, torch.Tensor], name: str, like: torch.Tensor, shape: tuple[int, ...]
+    workspace: dict[str, torch.Tensor],
+    name: str,
+    like: torch.Tensor,
+    shape: tuple[int, ...],
+    dtype: torch.dtype | None = None,
 ) -> torch.Tensor:
-    """``workspace[name]``, a buffer of ``shape`` with ``like``'s dtype and device, made anew
-    only when it is missing or differs."""
+    """``workspace[name]``, a buffer of ``shape`` on ``like``'s device with ``dtype`` (None:
+    ``like``'s), made anew only when it is missing or differs."""
+    dtype = like.dtype if dtype is None else dtype
     buffer = workspace.get(name)
     if (
         buffer is None
         or buffer.shape != shape
-        or buffer.dtype != like.dtype
+        or buffer.dtype != dtype
         or buffer.device != like.device
     ):
-        buffer = workspace[name] = like.new_empty(shape)
+        buffer = workspace[name] = like.new_empty(shape, dtype=dtype)
     return buffer
 
 
 def _set_grad(parameter: torch.Tensor, grad: torch.Tensor) -> None:
     """Set ``parameter.grad`` in the parameter's memory layout (the fused Adam reads the
-    gradient as if laid out like its parameter: ``W_enc`` starts as a transposed copy), copying
-    into the previous step's gradient where it has that layout."""
+    gradient as if laid out like its parameter: ``W_enc`` starts as a transposed copy)."""
     if grad.stride() != parameter.stride():
-        previous = parameter.grad
-        if previous is not None and previous.stride() == parameter.stride():
-            grad = previous.copy_(grad)
-        else:
-            grad = torch.empty_like(parameter).copy_(grad)
+        grad = torch.empty_like(parameter).copy_(grad)
     parameter.grad = grad
 
 
